@@ -1,0 +1,3 @@
+from cu_cli.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Stdlib plumbing: errors with exit codes, atomic files, seeding, logging."""

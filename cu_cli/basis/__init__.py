@@ -1,0 +1,1 @@
+"""basis use case."""

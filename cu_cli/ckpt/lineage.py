@@ -1,0 +1,61 @@
+"""Lineage steps recorded in ``cu.lineage``: what produced a checkpoint, reproducibly.
+
+Each step is ``{op, concepts, method, params, parents, seed, argv, cu_version, versions, device,
+created, wall_seconds, peak_memory_mb}``; a child appends its step to its parent's list, a merge
+step embeds each input's lineage under ``inputs``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import resource
+import sys
+
+
+def cu_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cu_cli")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the numerical stack that affect results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "diffusers", "transformers", "safetensors", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def make_step(op: str, *, concepts=(), method: str | None = None, params: dict | None = None,
+              parents=(), seed: int | None = None, argv: list[str] | None = None,
+              device: str = "cpu", wall_seconds: float | None = None, **extra) -> dict:
+    step = {
+        "op": op,
+        "concepts": list(concepts),
+        "method": method,
+        "params": params or {},
+        "parents": list(parents),
+        "seed": seed,
+        "argv": list(argv if argv is not None else sys.argv),
+        "cu_version": cu_version(),
+        "versions": library_versions(),
+        "device": device,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": None if wall_seconds is None else round(wall_seconds, 3),
+        "peak_memory_mb": peak_memory_mb(),
+    }
+    step.update(extra)
+    return step

@@ -1,0 +1,28 @@
+"""The ``cu`` Typer app: registers subcommands; heavy imports happen inside command bodies.
+
+``cu --help`` must not import torch (tested).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cu_cli._util.errors import EXIT_CODES_HELP
+from cu_cli.cli.drift_cmd import drift_command
+from cu_cli.cli.inspect_cmd import inspect_command
+
+app = typer.Typer(
+    name="cu",
+    help="Continual unlearning for text-to-image diffusion models: erase concepts one request at "
+         "a time, with regularizers that keep the rest of the model intact.\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+app.command("inspect")(inspect_command)
+app.command("drift")(drift_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,129 @@
+"""Streams, shared options and error handling for every command.
+
+stdout carries only results (written paths, one per line; or one JSON object with ``--json``);
+logs, progress and warnings go to stderr through rich. Errors print ``Error: <one line>`` and exit
+with the code of their ``CuError`` class; tracebacks only with ``--debug`` or ``CU_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from cu_cli._util.errors import CuError
+
+_err = None
+
+
+def err_console() -> Console:
+    global _err
+    if _err is None:
+        _err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    return _err
+
+
+# ------------------------------------------------------------------ shared options (defined once)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging on stderr.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks (also CU_DEBUG=1).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds python, numpy and torch; recorded.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")]
+BaseOpt = Annotated[Optional[str], typer.Option(
+    "--base", help="Base model: a built-in name (default minicanvas), a diffusers folder, or a "
+                   "single .safetensors file with --base-config.")]
+BaseConfigOpt = Annotated[Optional[str], typer.Option(
+    "--base-config", help="Diffusers folder with the configs of a single-file base.")]
+AllowMismatchOpt = Annotated[bool, typer.Option(
+    "--allow-base-mismatch", help="Use a state made from another base (normally exit 3).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logger = logging.getLogger("cu_cli")
+    logger.handlers[:] = [RichHandler(console=err_console(), show_time=False, show_path=False,
+                                      markup=False, rich_tracebacks=False)]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def warn(msg: str) -> None:
+    err_console().print(f"Warning: {msg}", style="yellow", markup=False)
+
+
+def print_paths(*paths: str) -> None:
+    for p in paths:
+        sys.stdout.write(os.path.abspath(p) + "\n")
+    sys.stdout.flush()
+
+
+def print_json(obj: dict, command: str) -> None:
+    from cu_cli.ckpt.lineage import cu_version
+
+    sys.stdout.write(json.dumps({**obj, "cu_version": cu_version(), "command": command},
+                                default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def progress_enabled(quiet: bool) -> bool:
+    return not quiet and err_console().is_terminal
+
+
+def handle_errors(fn):
+    """Turn ``CuError`` into ``Error: …`` + exit code, Ctrl-C into 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = bool(kwargs.get("debug")) or os.environ.get("CU_DEBUG") == "1"
+        try:
+            return fn(*args, **kwargs)
+        except CuError as e:
+            if debug:
+                raise
+            err_console().print(f"Error: {e}", markup=False, soft_wrap=True)
+            if e.hint:
+                err_console().print(f"Hint: {e.hint}", markup=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            err_console().print("Interrupted.", markup=False)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:
+    """A plain aligned text table on stdout (pipe-friendly; no box drawing)."""
+    cells = [[_fmt(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    if title:
+        sys.stdout.write(title + "\n")
+    sys.stdout.write("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
+    for r in cells:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+    sys.stdout.flush()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+            return f"{v:.4g}"
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return str(v)

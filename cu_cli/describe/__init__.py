@@ -1,0 +1,1 @@
+"""``cu inspect``: what a state, basis or base is."""

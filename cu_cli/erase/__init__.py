@@ -1,0 +1,1 @@
+"""erase use case."""

@@ -1,0 +1,1 @@
+"""Model loading layer: the only importer of diffusers, transformers and open_clip."""

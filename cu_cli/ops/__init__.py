@@ -1,0 +1,1 @@
+"""Pure torch functions on tensors / ``dict[str, Tensor]``; no I/O."""

@@ -1,0 +1,34 @@
+"""Test helpers: hand-built checkpoints on a base."""
+
+from __future__ import annotations
+
+from cu_cli.ckpt.checkpoint import BaseIdentity, open_checkpoint, write_checkpoint
+from cu_cli.ckpt.lineage import make_step
+
+
+def base_identity(base) -> BaseIdentity:
+    return BaseIdentity(base.id, base.arch, base.fingerprint)
+
+
+def kv_keys(base) -> list[str]:
+    return sorted(k for k in base.shapes() if ".attn2.to_k.weight" in k or ".attn2.to_v.weight" in k)
+
+
+def make_ckpt(path, base, deltas: dict, concepts=("x",), parent: str | None = None,
+              ident: BaseIdentity | None = None) -> str:
+    """Write base[key] + delta for each key (float32), optionally as a child of ``parent``."""
+    import torch
+
+    parents = [open_checkpoint(parent)] if parent else []
+    keys = sorted(set(deltas) | (set(parents[0].tensors) if parents else set()))
+    from cu_cli.ckpt.format import load_tensors
+
+    ref = base.get_tensors(keys)
+    tensors = {}
+    for k in keys:
+        start = load_tensors(parent, [k])[k] if parent and k in parents[0].tensors else ref[k]
+        tensors[k] = (start.float() + deltas.get(k, torch.zeros_like(start)).float()).contiguous()
+    step = make_step("erase", concepts=list(concepts), method="test",
+                     parents=[p.payload_sha256 for p in parents], seed=0, argv=["test"])
+    write_checkpoint(str(path), tensors, ident or base_identity(base), step, parents=parents)
+    return str(path)

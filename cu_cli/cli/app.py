@@ -9,7 +9,9 @@ import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP
 from cu_cli.cli.drift_cmd import drift_command
+from cu_cli.cli.erase_cmd import erase_command
 from cu_cli.cli.inspect_cmd import inspect_command
+from cu_cli.cli.merge_cmd import merge_command
 
 app = typer.Typer(
     name="cu",
@@ -20,8 +22,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
 )
+app.command("erase")(erase_command)
 app.command("inspect")(inspect_command)
 app.command("drift")(drift_command)
+app.command("merge")(merge_command)
 
 
 def main() -> None:

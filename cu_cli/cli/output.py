@@ -103,6 +103,17 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err_console().print("Interrupted.", markup=False)
             raise typer.Exit(130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug: one line, traceback on request
+            if debug:
+                raise
+            first = (str(e).splitlines() or [""])[0]
+            err_console().print(f"Error: internal error: {type(e).__name__}: {first}",
+                                markup=False, soft_wrap=True)
+            err_console().print("Hint: rerun with --debug (or CU_DEBUG=1) for a traceback",
+                                markup=False)
+            raise typer.Exit(1)
 
     return wrapper
 

@@ -53,6 +53,10 @@ def inspect_base(spec: str | None, base_config: str | None = None, groups: bool 
 
 
 def is_file_target(target: str) -> bool:
+    if target.endswith(".safetensors") and not os.path.exists(target):
+        from cu_cli._util.errors import CuError
+
+        raise CuError(f"{target}: no such file")
     return os.path.isfile(target) and target.endswith(".safetensors") and _is_cu_file(target)
 
 

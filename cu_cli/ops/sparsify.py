@@ -37,6 +37,6 @@ def topk_mask(x: torch.Tensor, density: float) -> torch.Tensor:
 
 def magnitude(x: torch.Tensor, density: float) -> torch.Tensor:
     """``x`` with all but its top ``int(density · numel)`` magnitudes set to zero."""
-    if density >= 1.0:
+    if density == 1.0:
         return x
     return torch.where(topk_mask(x, density), x, torch.zeros((), dtype=x.dtype, device=x.device))

@@ -1,0 +1,67 @@
+"""Shared state of one erase request: model, trainable weights, prompts, noise, and the UNet calls.
+
+Only the trainable group requires grad; everything else runs frozen. The frozen copy of the
+trainable tensors (the parent state) doubles as the SP reference and — through
+``torch.func.functional_call`` — as ESD's teacher, so no second UNet is ever held in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class EraseContext:
+    pipe: object  # cu_cli.models.pipeline.Pipeline
+    cfg: object  # resolved EraseConfig
+    pairs: list  # list[PromptPairs], one per concept
+    trainable: dict[str, torch.nn.Parameter]  # canonical key -> parameter (in the UNet)
+    parent_values: dict[str, torch.Tensor]  # canonical key -> frozen copy (parent state)
+    gen: torch.Generator  # every random draw of the request
+    world: object | None = None
+    anchor_images: object = None  # uint8 [N, H, W, 3] (numpy) or None
+    anchor_index: object = None  # (pair, anchor prompt) per image, flattened over pairs
+    forget_images: object = None  # EraseDiff: base samples of the target prompts
+    _emb: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """Frozen text embeddings, computed once per prompt per request."""
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._emb]
+        if todo:
+            for p, e in zip(todo, self.pipe.encode_text(todo)):
+                self._emb[p] = e
+        return torch.stack([self._emb[p] for p in prompts])
+
+    def eps(self, z, t, ctx) -> torch.Tensor:
+        """Current (student) model output."""
+        return self.unet(z, t, encoder_hidden_states=ctx).sample
+
+    @torch.no_grad()
+    def eps_parent(self, z, t, ctx) -> torch.Tensor:
+        """Output of the frozen parent θₙ₋₁ (trainable tensors swapped for their frozen copies)."""
+        override = {k[len("unet."):]: v for k, v in self.parent_values.items()}
+        return torch.func.functional_call(self.unet, override, (z, t),
+                                          {"encoder_hidden_states": ctx}).sample
+
+    def randint(self, high: int, n: int) -> torch.Tensor:
+        return torch.randint(0, high, (n,), generator=self.gen)
+
+    def randn(self, shape) -> torch.Tensor:
+        return torch.randn(shape, generator=self.gen)
+
+
+def detach_bos_hooks(unet) -> list:
+    """Detach K/V at token 0 (``<|startoftext|>``) in cross-attention, as the Custom Diffusion
+    processor used by ConAbl does (its code comment claims the opposite; method-notes §2)."""
+    handles = []
+    for name, mod in unet.named_modules():
+        if name.endswith(("attn2.to_k", "attn2.to_v")):
+            handles.append(mod.register_forward_hook(
+                lambda m, inp, out: torch.cat([out[:, :1].detach(), out[:, 1:]], dim=1)))
+    return handles

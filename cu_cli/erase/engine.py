@@ -1,0 +1,74 @@
+"""One optimisation step in the order that is part of the method (method-notes §8):
+
+1 forward + method loss; 2 + λ₁·L1SP + λ₂·L2SP (θ^ref captured before the first step);
+3 backward (SelFT hooks mask gradients); 4 projection G ← G·P on attn2 K/V; 5 optional SelFT
+re-mask; 6 global grad-norm clip; 7 optimizer step (then, with ``project_update``, the exact
+W ← W_prev + (W − W_prev)·P). A non-finite loss aborts the request (nothing is written).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from cu_cli._util.errors import CuError
+from cu_cli.ops.penalties import sp_penalties
+from cu_cli.ops.projection import project_rows
+
+_KV = re.compile(r"\.attn2\.to_[kv]\.weight$")
+
+
+class Engine:
+    def __init__(self, ctx, sp_ref: dict, projector: torch.Tensor | None = None,
+                 masks: dict | None = None):
+        cfg = ctx.cfg
+        self.ctx, self.cfg = ctx, cfg
+        self.sp_ref = sp_ref
+        self.P = projector
+        self.masks = masks
+        self.kv = [k for k, p in ctx.trainable.items() if _KV.search(k) and p.dim() == 2]
+        if self.P is not None:
+            bad = [k for k in self.kv if ctx.trainable[k].shape[1] != self.P.shape[0]]
+            if bad:
+                raise CuError(f"basis dimension {self.P.shape[0]} does not match {bad[0]} "
+                              f"(input dim {ctx.trainable[bad[0]].shape[1]})")
+        params = list(ctx.trainable.values())
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
+                                     weight_decay=cfg.weight_decay or 0.0)
+        self.step_no = 0
+
+    def update(self, loss: torch.Tensor, penalties: bool = True) -> float:
+        """Steps 2–7 for an already computed method loss; returns the total loss value."""
+        cfg, tr = self.cfg, self.ctx.trainable
+        total = loss
+        if penalties and (cfg.l1 or cfg.l2):
+            l1, l2 = sp_penalties(tr, self.sp_ref)
+            total = total + cfg.l1 * l1 + cfg.l2 * l2
+        value = float(total.detach())
+        if not math.isfinite(value):
+            raise CuError(f"loss became {value} at step {self.step_no + 1}; aborted, nothing written",
+                          hint="lower --lr or the regularizer weights")
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if self.P is not None:
+            for k in self.kv:
+                g = tr[k].grad
+                if g is not None:
+                    tr[k].grad = project_rows(g, self.P)
+            if cfg.selft_remask and self.masks is not None:
+                for k in self.kv:
+                    if tr[k].grad is not None:
+                        tr[k].grad = tr[k].grad * self.masks[k]
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(list(tr.values()), cfg.clip)
+        prev = {k: tr[k].detach().clone() for k in self.kv} if (cfg.project_update and
+                                                                self.P is not None) else None
+        self.opt.step()
+        if prev is not None:
+            with torch.no_grad():
+                for k in self.kv:
+                    tr[k].copy_(prev[k] + project_rows(tr[k] - prev[k], self.P))
+        self.step_no += 1
+        return value

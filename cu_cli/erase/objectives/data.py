@@ -1,0 +1,55 @@
+"""Latent data shared by image-based objectives: encode once, sample noised batches."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def encode_images(pipe, imgs) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, H, W, 3] -> posterior (mean, std) of the VAE, unscaled."""
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(pipe.device)
+    means, stds = [], []
+    for i in range(0, len(x), 64):
+        d = pipe.vae.encode(x[i:i + 64]).latent_dist
+        means.append(d.mean)
+        stds.append(d.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+class LatentBatches:
+    """z₀ = (μ + σ·ε)·scaling_factor for sampled images; z_t from the DDPM schedule."""
+
+    def __init__(self, pipe, imgs):
+        self.mean, self.std = encode_images(pipe, imgs)
+        self.scale = pipe.vae.config.scaling_factor
+        self.sched = pipe.noise_scheduler()
+
+    def __len__(self):
+        return len(self.mean)
+
+    def noised(self, ctx, idx: torch.Tensor):
+        """(z_t, t, ε, z₀) for images ``idx``; t ~ U{0..T−1} per sample."""
+        mean, std = self.mean[idx], self.std[idx]
+        z0 = (mean + std * ctx.randn(mean.shape)) * self.scale
+        t = ctx.randint(self.sched.config.num_train_timesteps, len(idx))
+        noise = ctx.randn(z0.shape)
+        return self.sched.add_noise(z0, noise, t), t, noise, z0
+
+    def target(self, z0, noise, t):
+        """What the model should predict for ``prediction_type`` (ε or v)."""
+        if self.sched.config.prediction_type == "v_prediction":
+            return self.sched.get_velocity(z0, noise, t)
+        return noise
+
+
+def border_mask(shape, border: int) -> torch.Tensor:
+    """M_hw: ones with a zero frame of ``border`` latent pixels (ConAbl's 1-px border on 64×64)."""
+    h, w = shape[-2:]
+    m = torch.ones(h, w)
+    if border > 0:
+        m[:border] = 0
+        m[-border:] = 0
+        m[:, :border] = 0
+        m[:, -border:] = 0
+    return m

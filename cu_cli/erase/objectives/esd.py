@@ -1,0 +1,53 @@
+"""ESD — Erased Stable Diffusion (Gandikota et al., ICCV 2023, arXiv 2303.07345).
+
+Teacher ε* = frozen parent θₙ₋₁. Per step: k ~ U{0..K−1}; from fresh noise the teacher runs k DDIM
+steps (K-step schedule) with CFG ``start_guidance`` on the concept prompt → x_k, t = timesteps[k];
+e_c = ε*(x_k,t,c), e_∅ = ε*(x_k,t,"") (the encoded empty string); loss =
+MSE(ε_θ(x_k,t,c), sg[e_c − η·(e_c − e_∅)]). x_k always comes from the teacher (upstream ESD; the
+reference's SD1 revision used the student), and ``scale_model_input`` is always called.
+On a world base the concept prompts are the world's captions naming the concept; on real bases
+the concept text itself (upstream ESD).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class ESD:
+    url = "https://arxiv.org/abs/2303.07345"
+    needs_anchor_images = False
+
+    def prepare(self, ctx) -> None:
+        if ctx.world is not None:
+            self.prompts = [p for pair in ctx.pairs for p in pair.target_prompts]
+        else:
+            self.prompts = [pair.concept for pair in ctx.pairs]
+        ctx.embed(self.prompts + [""])
+        self.sch = ctx.pipe.ddim(ctx.cfg.ddim_steps)
+
+    @torch.no_grad()
+    def _teacher_xk(self, ctx, k: int, c, u):
+        sch = self.sch
+        x = ctx.randn((c.shape[0],) + ctx.pipe.latent_shape).to(c.device) * sch.init_noise_sigma
+        ctx2 = torch.cat([u, c])
+        for t in sch.timesteps[:k]:
+            inp = sch.scale_model_input(torch.cat([x, x]), t)
+            e_u, e_c = ctx.eps_parent(inp, t, ctx2).chunk(2)
+            x = sch.step(e_u + ctx.cfg.start_guidance * (e_c - e_u), t, x).prev_sample
+        return x, sch.timesteps[k]
+
+    def loss(self, ctx, step: int) -> torch.Tensor:
+        b = ctx.cfg.batch
+        idx = ctx.randint(len(self.prompts), b).tolist()
+        c = ctx.embed([self.prompts[i] for i in idx])
+        u = ctx.embed([""] * b)
+        k = int(ctx.randint(len(self.sch.timesteps), 1))
+        xk, t = self._teacher_xk(ctx, k, c, u)
+        xin = self.sch.scale_model_input(xk, t)
+        tt = torch.full((b,), int(t), dtype=torch.long)
+        e_c = ctx.eps_parent(xin, tt, c)
+        e_0 = ctx.eps_parent(xin, tt, u)
+        target = e_c - ctx.cfg.negative_guidance * (e_c - e_0)
+        return F.mse_loss(ctx.eps(xin, tt, c), target)

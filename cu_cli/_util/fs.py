@@ -53,3 +53,11 @@ def atomic_write_bytes(path: str, chunks) -> None:
         with open(tmp, "wb") as f:
             for c in chunks:
                 f.write(c)
+
+
+def cache_root() -> str:
+    """``$CU_CACHE_DIR``, else ``$XDG_CACHE_HOME/cu`` (``~/.cache/cu``)."""
+    if os.environ.get("CU_CACHE_DIR"):
+        return os.environ["CU_CACHE_DIR"]
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "cu")

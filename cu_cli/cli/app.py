@@ -10,6 +10,7 @@ import typer
 from cu_cli._util.errors import EXIT_CODES_HELP
 from cu_cli.cli.drift_cmd import drift_command
 from cu_cli.cli.erase_cmd import erase_command
+from cu_cli.cli.eval_cmd import eval_command
 from cu_cli.cli.inspect_cmd import inspect_command
 from cu_cli.cli.merge_cmd import merge_command
 
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("erase")(erase_command)
+app.command("eval")(eval_command)
 app.command("inspect")(inspect_command)
 app.command("drift")(drift_command)
 app.command("merge")(merge_command)

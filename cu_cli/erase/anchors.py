@@ -12,17 +12,10 @@ import hashlib
 import json
 import os
 
-from cu_cli._util.fs import atomic_path
+from cu_cli._util.fs import atomic_path, cache_root
 from cu_cli._util.log import get_logger
 
 log = get_logger(__name__)
-
-
-def cache_root() -> str:
-    if os.environ.get("CU_CACHE_DIR"):
-        return os.environ["CU_CACHE_DIR"]
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "cu")
 
 
 def anchor_images(pipe, fingerprint: str, prompts: list[str], n: int, steps: int, guidance: float,

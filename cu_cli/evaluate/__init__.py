@@ -1,1 +1,1 @@
-"""evaluate use case."""
+"""``cu eval``: sampling a protocol grid, classifying, UA / RA-I / RA-C, pictures."""

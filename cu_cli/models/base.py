@@ -171,8 +171,9 @@ def _folder_fingerprint(base: Base, keys: list[str]) -> str:
 
 
 def _cache_dir() -> str:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "cu")
+    from cu_cli._util.fs import cache_root
+
+    return cache_root()
 
 
 def _component_file(folder: str, comp: str) -> str | None:

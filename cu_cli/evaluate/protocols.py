@@ -1,0 +1,123 @@
+"""Evaluation protocols as data (method-notes §10): prompt template, concept lists, sampler.
+
+A protocol's grid at a state with erased set E (in-domain) is
+    (E ∪ retain_in) × retain_cross × seeds,
+one image per (in-domain concept, cross-domain concept, seed), each seeded from (seed, prompt).
+Style runs: in-domain = styles, cross-domain = objects; object runs the reverse.
+
+* ``unlearncanvas-style`` / ``unlearncanvas-object``: UnlearnCanvas (Zhang et al., arXiv
+  2402.11846) lists, benchmark prompt "A {Object} image in {Style with spaces} style." (cu default;
+  ``prompt_variant="cuig"`` gives the reference's "A {Object} image in {Style} style"), 100 steps,
+  CFG 9.0, seeds 188, 288, 588, 688, 888, DDIM.
+* ``minicanvas-style`` / ``minicanvas-object``: the same structure on the built-in world: its erase
+  orders, its 4 + 4 retain sets, its caption template, DDIM 25 steps, CFG 7.5, 10 seeds (more seeds
+  than UnlearnCanvas because the retain sets are smaller; docs/eval.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UC_STYLES = [
+    "Abstractionism", "Artist_Sketch", "Blossom_Season", "Bricks", "Byzantine", "Cartoon",
+    "Cold_Warm", "Color_Fantasy", "Comic_Etch", "Crayon", "Cubism", "Dadaism", "Dapple",
+    "Defoliation", "Early_Autumn", "Expressionism", "Fauvism", "French", "Glowing_Sunset",
+    "Gorgeous_Love", "Greenfield", "Impressionism", "Ink_Art", "Joy", "Liquid_Dreams",
+    "Magic_Cube", "Meta_Physics", "Meteor_Shower", "Monet", "Mosaic", "Neon_Lines", "On_Fire",
+    "Pastel", "Pencil_Drawing", "Picasso", "Pop_Art", "Red_Blue_Ink", "Rust", "Seed_Images",
+    "Sketch", "Sponge_Dabbed", "Structuralism", "Superstring", "Surrealism", "Ukiyoe",
+    "Van_Gogh", "Vibrant_Flow", "Warm_Love", "Warm_Smear", "Watercolor", "Winter",
+]  # classifier class order (UnlearnCanvas constants/const.py: 50 styles + Seed_Images)
+UC_OBJECTS = [
+    "Architectures", "Bears", "Birds", "Butterfly", "Cats", "Dogs", "Fishes", "Flame", "Flowers",
+    "Frogs", "Horses", "Human", "Jellyfish", "Rabbits", "Sandwiches", "Sea", "Statues", "Towers",
+    "Trees", "Waterfalls",
+]
+UC_STYLE_SEQ = ["Abstractionism", "Byzantine", "Cartoon", "Cold_Warm", "Ukiyoe", "Van_Gogh",
+                "Neon_Lines", "Picasso", "On_Fire", "Magic_Cube", "Winter", "Vibrant_Flow"]
+UC_OBJECT_SEQ = ["Bears", "Birds", "Cats", "Dogs", "Fishes", "Frogs", "Jellyfish", "Rabbits",
+                 "Sandwiches", "Statues", "Towers", "Waterfalls"]
+UC_RETAIN_STYLES = ["Blossom_Season", "Rust", "Crayon", "Fauvism", "Superstring", "Red_Blue_Ink",
+                    "Gorgeous_Love", "French", "Joy", "Greenfield", "Expressionism", "Impressionism"]
+UC_RETAIN_OBJECTS = ["Architectures", "Butterfly", "Flame", "Flowers", "Horses", "Human", "Sea",
+                     "Trees"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    domain: str  # "style" or "object": what is erased
+    erase_order: tuple[str, ...]
+    retain_in: tuple[str, ...]  # in-domain retain set (RA-I)
+    retain_cross: tuple[str, ...]  # cross-domain retain set (RA-C, and the grid's other axis)
+    template: str  # format fields: object, style
+    seeds: tuple[int, ...]
+    steps: int
+    guidance: float
+    classifier: str  # default classifier spec
+    styles: tuple[str, ...]
+    objects: tuple[str, ...]
+
+    def prompt(self, concept: str, other: str) -> str:
+        obj, style = (other, concept) if self.domain == "style" else (concept, other)
+        return self.template.format(object=obj, style=style, style_spaces=style.replace("_", " "))
+
+    @property
+    def in_domain(self) -> tuple[str, ...]:
+        return self.styles if self.domain == "style" else self.objects
+
+    def grid(self, erased: list[str]) -> list[tuple[str, str, int]]:
+        """(in-domain concept, cross-domain concept, seed) for erased ∪ retain_in."""
+        concepts = list(dict.fromkeys(list(erased) + list(self.retain_in)))
+        return [(c, o, s) for c in concepts for o in self.retain_cross for s in self.seeds]
+
+    def check_erased(self, erased: list[str]) -> None:
+        from cu_cli._util.errors import UsageError
+
+        bad = [c for c in erased if c not in self.in_domain]
+        if bad:
+            raise UsageError(f"{bad[0]!r} is not a {self.domain} of protocol {self.name} "
+                             f"({', '.join(self.in_domain)})")
+
+
+def get_protocol(name: str, prompt_variant: str = "benchmark") -> Protocol:
+    from cu_cli._util.errors import UsageError
+
+    if name.startswith("minicanvas-"):
+        from cu_cli.world.minicanvas import load_world
+
+        w = load_world()
+        domain = name.split("-", 1)[1]
+        pr = w.protocol
+        cross = "object" if domain == "style" else "style"
+        return Protocol(
+            name=name, domain=domain, erase_order=tuple(w.sequences[domain]),
+            retain_in=tuple(w.retain[domain]), retain_cross=tuple(w.retain[cross]),
+            template=w.caption_template, seeds=tuple(pr["seeds"]), steps=int(pr["steps"]),
+            guidance=float(pr["guidance"]), classifier="minicanvas", styles=w.styles,
+            objects=w.objects)
+    if name.startswith("unlearncanvas-"):
+        domain = name.split("-", 1)[1]
+        template = ("A {object} image in {style_spaces} style." if prompt_variant == "benchmark"
+                    else "A {object} image in {style} style")
+        return Protocol(
+            name=name, domain=domain,
+            erase_order=tuple(UC_STYLE_SEQ if domain == "style" else UC_OBJECT_SEQ),
+            retain_in=tuple(UC_RETAIN_STYLES if domain == "style" else UC_RETAIN_OBJECTS),
+            retain_cross=tuple(UC_RETAIN_OBJECTS if domain == "style" else UC_RETAIN_STYLES),
+            template=template, seeds=(188, 288, 588, 688, 888), steps=100, guidance=9.0,
+            classifier="unlearncanvas", styles=tuple(UC_STYLES), objects=tuple(UC_OBJECTS))
+    raise UsageError(f"--protocol {name!r}: choose minicanvas-style, minicanvas-object, "
+                     "unlearncanvas-style or unlearncanvas-object")
+
+
+def default_protocol(world: str | None, erased: list[str]) -> str:
+    """MiniCanvas: the domain of the erased concepts (style when none)."""
+    if world == "minicanvas":
+        from cu_cli.world.minicanvas import load_world
+
+        objs = set(load_world().objects)
+        if erased and all(c in objs for c in erased):
+            return "minicanvas-object"
+        return "minicanvas-style"
+    return "unlearncanvas-style"

@@ -1,0 +1,52 @@
+"""Post-processing of an evaluation: retention matrix, pictures, similarity, JSON shape."""
+
+from __future__ import annotations
+
+
+def finish(result: dict, req, grid: str | None = None, plot: str | None = None,
+           similarity: bool = False) -> dict:
+    proto, pipe = result["_proto"], result["_pipe"]
+    states = result["states"]
+    concepts = list(dict.fromkeys([c for s in states for c in s["erased"]] + list(proto.retain_in)
+                                  + list(proto.retain_cross)))
+    out = {k: v for k, v in result.items() if not k.startswith("_")}
+    out["retention"] = {"concepts": concepts,
+                        "rows": [{c: s["metrics"]["per_concept"].get(c) for c in concepts}
+                                 for s in states]}
+    if plot:
+        from cu_cli.evaluate.figures import plot_chain
+
+        plot_chain(out, plot)
+    if similarity:
+        from cu_cli.evaluate.similarity import semantic_sensitivity
+
+        base_row = next(s for s in states if s["path"] is None)
+        out["similarity"] = semantic_sensitivity(pipe, proto.domain, base_row["metrics"], states,
+                                                 list(proto.in_domain))
+    if grid:
+        _sheet(result, req, grid)
+    return out
+
+
+def _sheet(result: dict, req, path: str) -> None:
+    from cu_cli.evaluate.figures import contact_sheet
+    from cu_cli.evaluate.run import base_images_for
+    from cu_cli.models.base import base_for_states
+
+    states = [s for s in result["states"] if s["path"] is not None] or result["states"]
+    last = states[-1]
+    grid_spec, imgs = result["_images"][last["path"]]
+    first = {}
+    for i, (c, o, s) in enumerate(grid_spec):
+        first.setdefault(c, i)
+    cols = [c for c in first][:10]
+    base = base_for_states(req.states, req.base, req.base_config)
+    rows = [("base", [base_images_for(result, base.fingerprint, grid_spec, req)[first[c]]
+                      for c in cols])]
+    for s in states:
+        g, im = result["_images"][s["path"]]
+        idx = {c: i for i, (c, _, _) in reversed(list(enumerate(g)))}
+        rows.append((("state " + str(result["states"].index(s))) if s["path"] else "base",
+                     [im[idx[c]] if c in idx else im[0] * 0 for c in cols]))
+    labels = [("x " if c in last["erased"] else "") + c for c in cols]
+    contact_sheet(rows, labels, path)

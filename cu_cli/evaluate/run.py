@@ -1,0 +1,176 @@
+"""Evaluate states on a protocol: sample the grid, classify, compute metrics (``cu eval`` API).
+
+Each image is seeded from (protocol seed, prompt) so images are independent of batching, order and
+which other states are evaluated (resumable, unlike the reference's global RNG). Base images are
+cached on disk keyed by (base fingerprint, protocol, sampler settings, prompts and seeds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cu_cli._util.errors import UsageError
+from cu_cli._util.log import get_logger
+from cu_cli._util.seed import derive_seed
+from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
+from cu_cli.ckpt.format import load_tensors
+from cu_cli.evaluate.metrics import compute_metrics
+from cu_cli.evaluate.protocols import Protocol, default_protocol, get_protocol
+
+log = get_logger(__name__)
+
+
+@dataclass
+class EvalRequest:
+    states: list[str] = field(default_factory=list)  # empty = the base itself
+    base: str | None = None
+    base_config: str | None = None
+    protocol: str | None = None
+    erased: list[str] | None = None  # override every state's cu.erased
+    seeds: int | None = None  # use the first N protocol seeds
+    steps: int | None = None
+    guidance: float | None = None
+    classifier: str | None = None
+    prompt_variant: str = "benchmark"
+    cra_scope: str = "all"
+    include_base: bool = False
+    allow_base_mismatch: bool = False
+    device: str = "cpu"
+    batch_size: int = 256
+    keep_images: bool = False  # keep images in memory for --grid
+    progress: object = None  # callable(n_done_increment, total)
+
+
+def _cache_dir() -> str:
+    from cu_cli._util.fs import cache_root
+
+    return os.path.join(cache_root(), "eval")
+
+
+def run_eval(req: EvalRequest) -> dict:
+    import torch
+
+    from cu_cli.models.apply import apply_state, read_state
+    from cu_cli.models.base import base_for_states
+    from cu_cli.models.classifiers import load_image_classifier
+
+    t0 = time.time()
+    base = base_for_states(req.states, req.base, req.base_config)
+    ident = BaseIdentity(base.id, base.arch, base.fingerprint)
+    headers = [open_checkpoint(p) for p in req.states]
+    warnings = []
+    for h in headers:
+        warnings += h.warnings + check_base(h, ident, req.allow_base_mismatch)
+    erased_lists = [list(req.erased) if req.erased is not None else h.json("cu.erased", [])
+                    for h in headers]
+    all_erased = [c for e in erased_lists for c in e]
+    name = req.protocol or default_protocol(base.world, req.erased or all_erased)
+    proto = get_protocol(name, req.prompt_variant)
+    proto = _override(proto, req)
+    for e in erased_lists + ([req.erased] if req.erased else []):
+        proto.check_erased(e)
+    if base.family == "sdxl":
+        raise UsageError("eval does not support SDXL bases yet")
+    pipe = base.load_pipeline(req.device)
+    spec = req.classifier or proto.classifier
+    cross_domain = "object" if proto.domain == "style" else "style"
+    clf_in = load_image_classifier(spec, proto.domain, list(proto.in_domain))
+    clf_cross = load_image_classifier(spec, cross_domain,
+                                      list(proto.objects if proto.domain == "style" else proto.styles))
+
+    targets: list[tuple[str | None, list[str]]] = []
+    if req.include_base or not req.states:
+        targets.append((None, list(req.erased or [])))
+    targets += [(h.path, e) for h, e in zip(headers, erased_lists)]
+    all_keys = sorted({k for h in headers for k in h.tensors})
+    base_values = read_state(pipe, all_keys) if all_keys else {}
+
+    states, images = [], {}
+    for path, erased in targets:
+        ts = time.time()
+        if base_values:
+            apply_state(pipe, base_values, source="base")
+        if path is not None:
+            apply_state(pipe, load_tensors(path), source=path)
+        grid = proto.grid(erased)
+        prompts = [proto.prompt(c, o) for c, o, _ in grid]
+        seeds = [derive_seed(s, p) for (_, _, s), p in zip(grid, prompts)]
+        if path is None:
+            imgs = _cached_base_images(pipe, base.fingerprint, proto, prompts, seeds, req)
+        else:
+            imgs = pipe.sample(prompts, seeds, steps=proto.steps, guidance=proto.guidance,
+                               batch_size=req.batch_size, progress=req.progress)
+        pred_in = clf_in.predict(imgs)
+        pred_cross = clf_cross.predict(imgs)
+        rows = [{"concept": c, "other": o,
+                 "ok_primary": clf_in.classes[pi] == c,
+                 "ok_secondary": clf_cross.classes[pc] == o}
+                for (c, o, _), pi, pc in zip(grid, pred_in, pred_cross)]
+        metrics = compute_metrics(rows, erased, list(proto.retain_in), list(proto.retain_cross),
+                                  req.cra_scope)
+        states.append({"path": path, "erased": erased, "metrics": metrics,
+                       "images": len(imgs), "seconds": round(time.time() - ts, 2)})
+        if req.keep_images:
+            images[path] = (grid, imgs)
+    if base_values:
+        apply_state(pipe, base_values, source="base")
+    torch.set_grad_enabled(True)
+    return {"protocol": proto.name, "base": base.id, "classifier": spec,
+            "settings": {"steps": proto.steps, "guidance": proto.guidance,
+                         "seeds": list(proto.seeds), "template": proto.template},
+            "states": states, "warnings": warnings, "seconds": round(time.time() - t0, 2),
+            "_images": images, "_pipe": pipe, "_proto": proto}
+
+
+def _override(proto: Protocol, req: EvalRequest) -> Protocol:
+    from dataclasses import replace
+
+    kw = {}
+    if req.seeds is not None:
+        if not 1 <= req.seeds <= len(proto.seeds):
+            raise UsageError(f"--seeds must be 1..{len(proto.seeds)} for {proto.name}")
+        kw["seeds"] = proto.seeds[:req.seeds]
+    if req.steps is not None:
+        kw["steps"] = req.steps
+    if req.guidance is not None:
+        kw["guidance"] = req.guidance
+    return replace(proto, **kw) if kw else proto
+
+
+def _cached_base_images(pipe, fingerprint: str, proto: Protocol, prompts, seeds, req) -> np.ndarray:
+    from safetensors.numpy import load_file, save_file
+
+    from cu_cli._util.fs import atomic_path
+
+    key = hashlib.sha256(json.dumps({"base": fingerprint, "protocol": proto.name,
+                                     "steps": proto.steps, "guidance": proto.guidance,
+                                     "prompts": prompts, "seeds": seeds}).encode()).hexdigest()[:32]
+    path = os.path.join(_cache_dir(), f"{key}.safetensors")
+    if os.path.exists(path):
+        try:
+            imgs = load_file(path)["images"]
+            if req.progress:
+                req.progress(len(imgs))
+            return imgs
+        except Exception:
+            log.warning("base image cache %s unreadable; regenerating", path)
+    imgs = pipe.sample(prompts, seeds, steps=proto.steps, guidance=proto.guidance,
+                       batch_size=req.batch_size, progress=req.progress)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"images": np.ascontiguousarray(imgs)}, tmp)
+    return imgs
+
+
+def base_images_for(result: dict, fingerprint: str, grid, req: EvalRequest) -> np.ndarray:
+    """Base images of a state's grid (cached), for side-by-side pictures and similarity."""
+    pipe, proto = result["_pipe"], result["_proto"]
+    prompts = [proto.prompt(c, o) for c, o, _ in grid]
+    seeds = [derive_seed(s, p) for (_, _, s), p in zip(grid, prompts)]
+    return _cached_base_images(pipe, fingerprint, proto, prompts, seeds, req)

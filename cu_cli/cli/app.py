@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP
+from cu_cli.cli.basis_cmd import basis_command
 from cu_cli.cli.drift_cmd import drift_command
 from cu_cli.cli.erase_cmd import erase_command
 from cu_cli.cli.eval_cmd import eval_command
@@ -28,6 +29,7 @@ app.command("eval")(eval_command)
 app.command("inspect")(inspect_command)
 app.command("drift")(drift_command)
 app.command("merge")(merge_command)
+app.command("project-basis")(basis_command)
 
 
 def main() -> None:

@@ -24,6 +24,9 @@ def eval_command(
                            "unlearncanvas-object (default: from the base and erased concepts).")] = None,
     erased: Annotated[Optional[list[str]], typer.Option(
         "--erased", help="Erased concept(s); default each state's cu.erased.")] = None,
+    retain_file: Annotated[Optional[str], typer.Option(
+        "--retain-file", help="In-domain retain concepts (one per line) replacing the "
+                              "protocol's.")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Use the first N protocol seeds.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps.")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="CFG scale.")] = None,
@@ -62,8 +65,18 @@ def eval_command(
         from cu_cli._util.errors import UsageError
 
         raise UsageError("--cra-scope must be all or clean")
+    retain = None
+    if retain_file:
+        try:
+            with open(retain_file) as f:
+                retain = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        except OSError as e:
+            from cu_cli._util.errors import UsageError
+
+            raise UsageError(f"--retain-file {retain_file}: {e.strerror}")
     req = EvalRequest(states=list(states or []), base=base, base_config=base_config,
-                      protocol=protocol, erased=list(erased) if erased else None, seeds=seeds,
+                      protocol=protocol, erased=list(erased) if erased else None, retain=retain,
+                      seeds=seeds,
                       steps=steps, guidance=guidance, classifier=classifier,
                       prompt_variant=prompt_variant, cra_scope=cra_scope,
                       include_base=with_base or similarity, allow_base_mismatch=allow_base_mismatch,

@@ -33,6 +33,7 @@ class EvalRequest:
     base_config: str | None = None
     protocol: str | None = None
     erased: list[str] | None = None  # override every state's cu.erased
+    retain: list[str] | None = None  # override the protocol's in-domain retain set
     seeds: int | None = None  # use the first N protocol seeds
     steps: int | None = None
     guidance: float | None = None
@@ -140,6 +141,9 @@ def _override(proto: Protocol, req: EvalRequest) -> Protocol:
         kw["steps"] = req.steps
     if req.guidance is not None:
         kw["guidance"] = req.guidance
+    if req.retain is not None:
+        proto.check_erased(req.retain)
+        kw["retain_in"] = tuple(dict.fromkeys(req.retain))
     return replace(proto, **kw) if kw else proto
 
 

@@ -1,0 +1,80 @@
+"""Benchmark `cu erase` on MiniCanvas: wall time of one request, SelFT and regularizer overheads.
+
+Writes docs/benchmarks-erase.md. Each run is a fresh `cu erase` process (as a user runs it);
+wall time includes interpreter start, imports and model loading. Run on an otherwise idle machine:
+    python benchmarks/bench_erase.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STYLE = "neon stripes"
+
+
+def run(args: list[str], env: dict) -> tuple[float, dict]:
+    t = time.time()
+    out = subprocess.run([sys.executable, "-m", "cu_cli", *args, "-q"], capture_output=True,
+                         text=True, env=env)
+    wall = time.time() - t
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    path = out.stdout.strip()
+    info = json.loads(subprocess.run([sys.executable, "-m", "cu_cli", "inspect", path, "--json"],
+                                     capture_output=True, text=True, env=env).stdout)
+    return wall, info["lineage"][-1]
+
+
+def main() -> None:
+    work = tempfile.mkdtemp(prefix="cu-bench-erase-")
+    env = {**os.environ, "CU_CACHE_DIR": os.path.join(work, "cache")}
+    o = lambda n: ["-o", os.path.join(work, n + ".safetensors")]  # noqa: E731
+    rows = []
+    cold, st = run(["erase", "--concept", STYLE, *o("cold")], env)
+    rows.append(("default, anchor cache cold", cold, st))
+    warm, st = run(["erase", "--concept", STYLE, *o("warm")], env)
+    rows.append(("default, anchor cache warm", warm, st))
+    basis = os.path.join(work, "basis.safetensors")
+    subprocess.run([sys.executable, "-m", "cu_cli", "project-basis", "--concept", STYLE, "-o",
+                    basis, "-q"], check=True, env=env, capture_output=True)
+    variants = [
+        ("+ SelFT (k=0.05, trajectory scoring)", ["--selft-topk", "0.05"]),
+        ("+ L1-SP + L2-SP", ["--l1", "50", "--l2", "25000"]),
+        ("+ L1-SP + L2-SP + projection", ["--l1", "50", "--l2", "25000", "--basis", basis]),
+    ]
+    for name, extra in variants:
+        w, st = run(["erase", "--concept", STYLE, *extra, *o(str(len(rows)))], env)
+        rows.append((name, w, st))
+    base_loop = rows[1][2]["params"]["loop_seconds"] / rows[1][2]["params"]["steps"]
+    lines = ["# `cu erase` benchmark (MiniCanvas)\n",
+             f"`python benchmarks/bench_erase.py`, {time.strftime('%Y-%m-%d')}, "
+             f"{platform.machine()}, {os.cpu_count()} cores, torch threads default. "
+             f"One style ({STYLE!r}), default ConAbl settings; each row is a fresh `cu erase` "
+             "process (wall time includes start-up, imports and model loading).\n",
+             "| run | wall s | loop s | s/step | vs bare step | SelFT scoring s | SelFT share of request |",
+             "|---|---|---|---|---|---|---|"]
+    for name, wall, st in rows:
+        p = st["params"]
+        per = p["loop_seconds"] / p["steps"]
+        share = p["selft_seconds"] / wall if p["selft_seconds"] else 0.0
+        lines.append(f"| {name} | {wall:.1f} | {p['loop_seconds']:.1f} | {per:.3f} | "
+                     f"{100 * (per / base_loop - 1):+.0f} % | {p['selft_seconds']:.2f} | "
+                     f"{100 * share:.0f} % |")
+    lines.append("\nTargets (issue 4): one request ≤ 30 s; SelFT scoring ≤ 15 % of a request; "
+                 "regularizers + projection ≤ 20 % per step over the bare objective.\n")
+    with open(os.path.join(ROOT, "docs", "benchmarks-erase.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""MiniCanvas experiments behind the issue notes, run exactly as a user would: shell-style chains
+of ``cu`` commands (subprocesses), results as JSON + Markdown under ``docs/results/``.
+
+  python benchmarks/experiments.py chain --n 6 [--l2 W]   # sequential erasures, plain vs L2-SP
+  python benchmarks/experiments.py projection             # erase with / without a projection basis
+  python benchmarks/experiments.py ties --n 12            # TIES over independent erasures
+
+Every output is reused when it exists (delete --work to start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results")
+
+
+def cu(*args: str, stdin: str | None = None) -> str:
+    cmd = [sys.executable, "-m", "cu_cli", *args]
+    t = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, input=stdin)
+    if res.returncode != 0:
+        sys.stderr.write(res.stderr)
+        raise SystemExit(f"failed ({res.returncode}): cu {' '.join(args)}")
+    print(f"  cu {' '.join(args)}  [{time.time() - t:.1f}s]", file=sys.stderr)
+    return res.stdout
+
+
+def erase(work: str, name: str, concept: str, parent: str | None = None, *extra: str) -> str:
+    out = os.path.join(work, name + ".safetensors")
+    if not os.path.exists(out):
+        args = ["erase", "--concept", concept, "-o", out, "-q", *extra]
+        if parent:
+            args += ["--from", parent]
+        cu(*args)
+    return out
+
+
+def evaluate(paths: list[str], *extra: str) -> dict:
+    return json.loads(cu("eval", *paths, "--json", "-q", *extra))
+
+
+def drift(paths: list[str]) -> dict:
+    return json.loads(cu("drift", *paths, "--json", "--per-layer", "0"))
+
+
+def world():
+    sys.path.insert(0, ROOT)
+    from cu_cli.world.minicanvas import load_world
+
+    return load_world()
+
+
+def fmt(v) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def num(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def chain(args) -> dict:
+    styles = world().sequences["style"][: args.n]
+    rows = {}
+    for label, extra in (("plain", []), (f"l2={args.l2:g}", ["--l2", str(args.l2)])):
+        paths, parent = [], None
+        for i, s in enumerate(styles):
+            tag = "plain" if not extra else f"l2_{args.l2:g}"
+            parent = erase(args.work, f"chain_{tag}_{i + 1}", s, parent, *extra)
+            paths.append(parent)
+        ev = evaluate(paths, "--with-base")
+        dr = drift(paths)
+        rows[label] = [{"step": i, "erased": s["erased"], "ua": s["metrics"]["ua"],
+                        "ra_i": s["metrics"]["ra_i"], "ra_c": s["metrics"]["ra_c"],
+                        "l2": None if i == 0 else dr["states"][i - 1]["l2"],
+                        "l2_vs_parent": None if i == 0 else dr["states"][i - 1]["l2_vs_parent"]}
+                       for i, s in enumerate(ev["states"])]
+    md = [f"# Sequential style erasure on MiniCanvas: plain vs L2-SP ({args.n} requests)\n",
+          "Default `cu erase` (ConAbl, kv-xattn) chained with `--from`; each state evaluated with "
+          "`cu eval --with-base` (minicanvas-style protocol: erased + 4 retained styles × 4 retained "
+          "objects × 10 seeds). Drift from `cu drift`.\n"]
+    for label, rs in rows.items():
+        md += [f"\n## {label}\n", "| step | last erased | UA | RA-I | RA-C | ‖θ−θ₀‖ | ‖θ−θₙ₋₁‖ |",
+               "|---|---|---|---|---|---|---|"]
+        for r in rs:
+            md.append(f"| {r['step']} | {r['erased'][-1] if r['erased'] else 'base'} | "
+                      f"{fmt(r['ua'])} | {fmt(r['ra_i'])} | {fmt(r['ra_c'])} | "
+                      f"{num(r['l2'])} | {num(r['l2_vs_parent'])} |")
+    return {"rows": rows, "md": "\n".join(md) + "\n"}
+
+
+def projection(args) -> dict:
+    w = world()
+    target = args.target or w.sequences["style"][0]
+    basis = os.path.join(args.work, "basis_" + target.replace(" ", "_") + ".safetensors")
+    if not os.path.exists(basis):
+        cu("project-basis", "--concept", target, "-o", basis, "--top-m", str(args.top_m), "-q")
+    info = json.loads(cu("inspect", basis, "--json"))
+    near = [c for c in info["basis"]["concepts"] if c in w.styles and c != target][: args.near]
+    plain = erase(args.work, "proj_plain_" + target.replace(" ", "_"), target)
+    proj = erase(args.work, "proj_basis_" + target.replace(" ", "_"), target, None,
+                 "--basis", basis)
+    retain = os.path.join(args.work, "near.txt")
+    with open(retain, "w") as f:
+        f.write("\n".join(near) + "\n")
+    ev = evaluate([plain, proj], "--with-base", "--retain-file", retain)
+    res = {"target": target, "near": near, "basis_concepts": info["basis"]["concepts"],
+           "states": [{"name": n, "ua": s["metrics"]["ua"], "near_mean": s["metrics"]["ra_i"],
+                       "per_concept": {c: s["metrics"]["per_concept"].get(c) for c in near}}
+                      for n, s in zip(("base", "plain", "basis"), ev["states"])]}
+    md = [f"# Gradient projection on MiniCanvas: erasing {target!r}\n",
+          f"Basis: `cu project-basis --concept {target!r} --top-m {args.top_m}` "
+          f"({len(info['basis']['concepts'])} concepts). Nearest styles evaluated: "
+          f"{', '.join(near)}.\n", "| model | UA | mean acc. of nearest styles | "
+          + " | ".join(near) + " |", "|---|---|---|" + "---|" * len(near)]
+    for s in res["states"]:
+        md.append(f"| {s['name']} | {fmt(s['ua'])} | {fmt(s['near_mean'])} | "
+                  + " | ".join(fmt(s["per_concept"][c]) for c in near) + " |")
+    res["md"] = "\n".join(md) + "\n"
+    return res
+
+
+def ties(args) -> dict:
+    styles = world().sequences["style"][: args.n]
+    singles = [erase(args.work, f"single_{i + 1}", s) for i, s in enumerate(styles)]
+    merged = os.path.join(args.work, f"ties_{args.n}_{args.lam:g}_{args.density:g}.safetensors")
+    if not os.path.exists(merged):
+        cu("merge", *singles, "--method", "ties", "--lambda", str(args.lam), "--density",
+           str(args.density), "-o", merged, "-q")
+    seq, parent = [], None
+    for i, s in enumerate(styles):
+        parent = erase(args.work, f"chain_plain_{i + 1}", s, parent)
+        seq.append(parent)
+    ev = evaluate([merged, seq[-1]])
+    res = {"styles": styles, "lambda": args.lam, "density": args.density,
+           "ties": ev["states"][0]["metrics"], "sequential": ev["states"][1]["metrics"]}
+    md = [f"# TIES over {args.n} independently erased styles vs the sequential chain\n",
+          f"`cu merge --method ties --lambda {args.lam:g} --density {args.density:g}` over "
+          f"{args.n} single-request states (each erased from the base); evaluated with "
+          "`cu eval` on all erased styles.\n", "| model | UA | RA-I | RA-C |", "|---|---|---|---|"]
+    for name, m in (("TIES merge", res["ties"]), (f"sequential chain ({args.n})", res["sequential"])):
+        md.append(f"| {name} | {fmt(m['ua'])} | {fmt(m['ra_i'])} | {fmt(m['ra_c'])} |")
+    res["md"] = "\n".join(md) + "\n"
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["chain", "projection", "ties"])
+    p.add_argument("--work", default="/tmp/cu-experiments")
+    p.add_argument("--n", type=int, default=6)
+    p.add_argument("--l2", type=float, default=25000.0)
+    p.add_argument("--target", default=None)
+    p.add_argument("--top-m", type=int, default=6)
+    p.add_argument("--near", type=int, default=6)
+    p.add_argument("--lam", type=float, default=2.75)
+    p.add_argument("--density", type=float, default=0.4)
+    p.add_argument("--tag", default="")
+    a = p.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    res = {"chain": chain, "projection": projection, "ties": ties}[a.what](a)
+    name = a.what + (f"_{a.tag}" if a.tag else "")
+    with open(os.path.join(RESULTS, name + ".json"), "w") as f:
+        json.dump({k: v for k, v in res.items() if k != "md"}, f, indent=1)
+    with open(os.path.join(RESULTS, name + ".md"), "w") as f:
+        f.write(res["md"])
+    print(res["md"])
+
+
+if __name__ == "__main__":
+    main()

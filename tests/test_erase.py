@@ -232,3 +232,31 @@ def test_word_boundary_replacement():
 
     assert replace_word("a woman and a man", "man", "X")[0] == "a woman and a X"
     assert replace_word("a woman and a man", "man", "X", "substring")[0] == "a woX and a X"
+
+
+def test_selft_keeping_everything_changes_nothing(tmp_path, tiny_sd1):
+    """SelFT scoring draws from its own stream and a full mask is the identity, so k = 1 must
+    reproduce the plain request bit for bit."""
+    plain = erase(tmp_path, tiny_sd1, "plain.safetensors", cfg=dict(method="esd", ddim_steps=4))
+    full = erase(tmp_path, tiny_sd1, "full.safetensors",
+                 cfg=dict(method="esd", ddim_steps=4, selft_topk=1.0, selft_timesteps=2))
+    assert plain.payload_sha256 == full.payload_sha256
+
+
+def test_yaml_seed_and_noop_options(runner, tmp_path, tiny_sd1):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("kind: object\nanchor: dog\nseed: 5\n")
+    r = cli(runner, "--base", tiny_sd1, "--config", str(cfg), "--concept", "cat", "-o",
+            str(tmp_path / "a.safetensors"))
+    assert r.exit_code == 0, r.output
+    assert open_checkpoint(str(tmp_path / "a.safetensors")).json("cu.lineage")[-1]["seed"] == 5
+    r = cli(runner, "--base", tiny_sd1, "--kind", "object", "--anchor", "dog", "--concept", "cat",
+            "--project-update", "-o", str(tmp_path / "b.safetensors"))
+    assert r.exit_code == 2 and "--basis" in r.stderr
+
+
+def test_esd_needs_no_anchor_on_real_bases(tmp_path, tiny_sd1):
+    cfg = EraseConfig(kind="object", method="esd", steps=1, batch=1, ddim_steps=3)
+    r = run_erase(EraseRequest(concepts=["cat"], out=str(tmp_path / "e.safetensors"), cfg=cfg,
+                               base=tiny_sd1))
+    assert open_checkpoint(r.path).json("cu.erased") == ["cat"]

@@ -120,3 +120,18 @@ def test_chain_plot_grid_and_matrix(runner, tmp_path, tiny_sd1, fake_classifier)
     assert out["states"][2]["erased"] == ["Bears", "Birds"]
     assert len(out["retention"]["rows"]) == 3 and "Bears" in out["retention"]["concepts"]
     assert png.read_bytes()[:4] == b"\x89PNG" and sheet.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gates_ignore_the_base_row(runner, tmp_path, tiny_sd1, fake_classifier):
+    import torch
+
+    from cu_cli.models.base import resolve_base
+    from tests.helpers import kv_keys, make_ckpt
+
+    base = resolve_base(tiny_sd1)
+    a = make_ckpt(tmp_path / "a.safetensors", base, {kv_keys(base)[0]: torch.zeros(1)}, ["Bears"])
+    args = ["eval", a, "--protocol", "unlearncanvas-object", "--classifier", "fake", "--seeds",
+            "1", "--steps", "1", "-q", "--json"]
+    plain = json.loads(runner.invoke(app, args).stdout)["states"][0]["metrics"]["ua"]
+    r = runner.invoke(app, args + ["--with-base", "--fail-under", f"ua={plain}"])
+    assert r.exit_code == 0, r.output

@@ -9,7 +9,7 @@ import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP, UsageError
 from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt,
-                               ForceOpt, QuietOpt, SeedOpt, VerboseOpt, err_console, handle_errors,
+                               ForceOpt, QuietOpt, VerboseOpt, err_console, handle_errors,
                                print_paths, progress_enabled, setup_logging)
 
 
@@ -57,7 +57,8 @@ def erase_command(
         help="Also project each Adam update exactly (cu extension).")] = None,
     config: Annotated[Optional[str], typer.Option(
         "--config", help="YAML file with the same keys (flags override).")] = None,
-    seed: SeedOpt = 42,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Seeds python, numpy and torch; recorded (default: config, else 42).")] = None,
     device: DeviceOpt = "cpu",
     force: ForceOpt = False,
     allow_base_mismatch: AllowMismatchOpt = False,
@@ -90,7 +91,8 @@ def erase_command(
     req = EraseRequest(
         concepts=concepts, out=out, cfg=cfg, base=base or extra.get("base"), base_config=base_config,
         parent=parent, basis=basis or extra.get("basis"),
-        anchor_prompts=_read_lines(anchor_prompts) if anchor_prompts else None, seed=seed,
+        anchor_prompts=_read_lines(anchor_prompts) if anchor_prompts else None,
+        seed=seed if seed is not None else int(extra.get("seed", 42)),
         device=device, force=force, allow_base_mismatch=allow_base_mismatch, argv=sys.argv)
     if progress_enabled(quiet):
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

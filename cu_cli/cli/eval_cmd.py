@@ -20,7 +20,7 @@ def eval_command(
     base: BaseOpt = None,
     base_config: BaseConfigOpt = None,
     protocol: Annotated[Optional[str], typer.Option(
-        "--protocol", help="minicanvas-style | minicanvas-object | unlearncanvas-style | "
+        "--protocol", help="minicanvas-style | minicanvas-object | minicanvas-full | unlearncanvas-style | "
                            "unlearncanvas-object (default: from the base and erased concepts).")] = None,
     erased: Annotated[Optional[list[str]], typer.Option(
         "--erased", help="Erased concept(s); default each state's cu.erased.")] = None,

@@ -134,7 +134,9 @@ def _fmt(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+        if v == 0:
+            return "0"
+        if abs(v) < 1e-3 or abs(v) >= 1e6:
             return f"{v:.4g}"
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
     return str(v)

@@ -7,6 +7,7 @@ trainable tensors (the parent state) doubles as the SP reference and — through
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,8 @@ class EraseContext:
     pairs: list  # list[PromptPairs], one per concept
     trainable: dict[str, torch.nn.Parameter]  # canonical key -> parameter (in the UNet)
     parent_values: dict[str, torch.Tensor]  # canonical key -> frozen copy (parent state)
-    gen: torch.Generator  # every random draw of the request
+    gen: torch.Generator  # training draws (batches, timesteps, noise)
+    seed: int = 0  # the request's --seed (phase streams derive from it)
     world: object | None = None
     anchor_images: object = None  # uint8 [N, H, W, 3] (numpy) or None
     anchor_index: object = None  # (pair, anchor prompt) per image, flattened over pairs
@@ -50,10 +52,27 @@ class EraseContext:
                                           {"encoder_hidden_states": ctx}).sample
 
     def randint(self, high: int, n: int) -> torch.Tensor:
-        return torch.randint(0, high, (n,), generator=self.gen)
+        """Drawn on the CPU generator (reproducible on any device), then moved."""
+        return torch.randint(0, high, (n,), generator=self.gen).to(self.pipe.device)
 
     def randn(self, shape) -> torch.Tensor:
-        return torch.randn(shape, generator=self.gen)
+        return torch.randn(shape, generator=self.gen).to(self.pipe.device)
+
+    def rand(self, n: int) -> torch.Tensor:
+        return torch.rand(n, generator=self.gen).to(self.pipe.device)
+
+    @contextlib.contextmanager
+    def phase(self, label: str):
+        """Draw from a separate stream seeded by (seed, label), so optional phases (SelFT
+        scoring, EraseDiff's inner loop) do not shift the training stream."""
+        from cu_cli._util.seed import derive_seed
+
+        saved = self.gen
+        self.gen = torch.Generator().manual_seed(derive_seed(self.seed, label))
+        try:
+            yield
+        finally:
+            self.gen = saved
 
 
 def detach_bos_hooks(unet) -> list:

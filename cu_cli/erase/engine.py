@@ -26,9 +26,14 @@ class Engine:
         cfg = ctx.cfg
         self.ctx, self.cfg = ctx, cfg
         self.sp_ref = sp_ref
-        self.P = projector
+        self.P = None if projector is None else projector.to(next(iter(ctx.trainable.values())).device)
         self.masks = masks
         self.kv = [k for k, p in ctx.trainable.items() if _KV.search(k) and p.dim() == 2]
+        if self.P is not None and not self.kv:
+            from cu_cli._util.errors import UsageError
+
+            raise UsageError(f"--basis has no effect with --params {cfg.params}: it projects "
+                             "attn2.to_k/to_v weight gradients, and none are trainable")
         if self.P is not None:
             bad = [k for k in self.kv if ctx.trainable[k].shape[1] != self.P.shape[0]]
             if bad:

@@ -44,6 +44,7 @@ class EraseConfig:
     anchor_guidance: float | None = None  # CFG for anchor images
     detach_bos: bool = True  # ConAbl: BOS token K/V detached (Custom Diffusion processor)
     mask_border: int | None = None  # ConAbl loss mask border (latent px); 1 SD, 0 MiniCanvas
+    hflip: bool | None = None  # random horizontal flips of anchor latents; on SD, off MiniCanvas
     erasediff_cycles: int = 5  # EraseDiff outer cycles (steps = cycles · steps_per_cycle)
     erasediff_inner: bool = True  # run the (gradient-inert) inner phase
     erasediff_k: int = 2  # inner rounds
@@ -60,20 +61,21 @@ FIELD_NAMES = {f.name for f in fields(EraseConfig)}
 # Measured defaults (docs/erase.md): MiniCanvas, per method.
 MINICANVAS_DEFAULTS = {
     "conabl": dict(steps=120, lr=4e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
-                   anchor_steps=25, anchor_guidance=7.5, mask_border=0),
+                   anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
     "esd": dict(steps=150, lr=2e-4, batch=8, clip=None, weight_decay=0.0, negative_guidance=1.0,
-                anchor_images=0, anchor_steps=25, anchor_guidance=7.5, mask_border=0),
+                anchor_images=0, anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
     "erasediff": dict(steps=120, lr=4e-4, batch=16, clip=None, weight_decay=0.0,
-                      anchor_images=128, anchor_steps=25, anchor_guidance=7.5, mask_border=0),
+                      anchor_images=128, anchor_steps=25, anchor_guidance=7.5, mask_border=0,
+                      hflip=False),
 }
 # The reference scripts' SD1.x values (method-notes §2–§4).
 SD_DEFAULTS = {
     "conabl": dict(steps=1000, lr=8e-6, batch=4, clip=1.0, weight_decay=0.01, anchor_images=200,
-                   anchor_steps=100, anchor_guidance=6.0, mask_border=1),
+                   anchor_steps=100, anchor_guidance=6.0, mask_border=1, hflip=True),
     "esd": dict(steps=1000, lr=1e-5, batch=1, clip=None, weight_decay=0.0, negative_guidance=1.0,
-                anchor_images=0, anchor_steps=50, anchor_guidance=6.0, mask_border=1),
+                anchor_images=0, anchor_steps=50, anchor_guidance=6.0, mask_border=1, hflip=True),
     "erasediff": dict(steps=500, lr=1e-5, batch=4, clip=None, weight_decay=0.0, anchor_images=200,
-                      anchor_steps=100, anchor_guidance=6.0, mask_border=1),
+                      anchor_steps=100, anchor_guidance=6.0, mask_border=1, hflip=True),
 }
 
 
@@ -129,6 +131,9 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
         fill["selft_pairs"] = 4 if world == "minicanvas" else 1
     if cfg.negative_guidance is None:
         fill["negative_guidance"] = 1.0
+    if (world != "minicanvas" and cfg.method == "esd" and cfg.lr is None and cfg.params == "esd-u"
+            and cfg.kind == "object"):
+        fill["lr"] = 5e-6  # the reference's ESD object rate for esd-u (method-notes §3)
     cfg = replace(cfg, **fill)
     for name in ("steps", "batch"):
         if getattr(cfg, name) < 1:
@@ -137,4 +142,9 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
         raise UsageError("--lr must be > 0")
     if cfg.l1 < 0 or cfg.l2 < 0:
         raise UsageError("--l1/--l2 must be >= 0")
+    for name in ("erasediff_cycles", "erasediff_k", "selft_timesteps", "selft_pairs", "ddim_steps"):
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"{name} must be >= 1")
+    if cfg.method in ("conabl", "erasediff") and cfg.anchor_images < 1:
+        raise UsageError("--anchor-images must be >= 1")
     return cfg

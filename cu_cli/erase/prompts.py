@@ -2,7 +2,7 @@
 
 Style S: anchor captions without the style, target = caption with it ("In S Style, " + caption or
 caption + ", in S Style.", p = ½ each, on real bases; the world's caption template on MiniCanvas).
-Object/celebrity X with anchor A: target = anchor caption with A replaced by X, matching whole
+Object/celebrity X with anchor A (required; the reference uses man/woman for celebrities): target = anchor caption with A replaced by X, matching whole
 words (``\\b``) by default — the reference replaced substrings ("man" inside "woman"), available as
 ``match="substring"``; "A {X} image" when nothing matched.
 """
@@ -23,7 +23,6 @@ TEMPLATES = ["a painting of a {x}", "a photo of a {x}", "an image of a {x}", "a 
              "a drawing of a {x}"]
 OBJECT_TEMPLATES = ["a photo of a {x}", "an image of a {x}", "a {x} in a field", "a close-up of a {x}",
                     "a {x} on a table", "a painting of a {x}", "a {x} at night", "a small {x}"]
-CELEBRITY_ANCHOR = "person"
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,8 @@ def infer_kind(concept: str, world) -> str:
 
 
 def build_pairs(concept: str, kind: str | None, anchor: str | None, world, seed: int,
-                match: str = "word", anchor_prompts: list[str] | None = None) -> PromptPairs:
+                match: str = "word", anchor_prompts: list[str] | None = None,
+                need_anchor: bool = True) -> PromptPairs:
     """Target/anchor prompt pairs for one concept."""
     concept = concept.strip()
     if not concept:
@@ -79,9 +79,12 @@ def build_pairs(concept: str, kind: str | None, anchor: str | None, world, seed:
             else:
                 targets.append(cap.rstrip(".") + f", in {concept} Style.")
         return PromptPairs(concept, kind, anchor or "", anchors, targets)
-    anchor = anchor or (CELEBRITY_ANCHOR if kind == "celebrity" else None)
+    if not anchor and not need_anchor:  # ESD: the concept prompt is all it needs
+        prompts = [t.format(x=concept) for t in OBJECT_TEMPLATES]
+        return PromptPairs(concept, kind, "", prompts, prompts)
     if not anchor:
-        raise UsageError(f"--anchor is required to erase {kind} {concept!r} on this base")
+        hint = " (e.g. --anchor man or --anchor woman)" if kind == "celebrity" else ""
+        raise UsageError(f"--anchor is required to erase {kind} {concept!r} on this base{hint}")
     anchors = anchor_prompts or [t.format(x=anchor) for t in OBJECT_TEMPLATES]
     targets = []
     for cap in anchors:

@@ -83,16 +83,22 @@ def run_erase(req: EraseRequest) -> EraseResult:
     seed_everything(req.seed)
     torch.set_grad_enabled(True)
 
-    pairs = [P.build_pairs(c, cfg.kind, cfg.anchor, world, req.seed, cfg.match, req.anchor_prompts)
-             for c in req.concepts]
+    pairs = [P.build_pairs(c, cfg.kind, cfg.anchor, world, req.seed, cfg.match, req.anchor_prompts,
+                           need_anchor=cfg.method != "esd") for c in req.concepts]
     if cfg.kind is None:
         cfg = replace(cfg, kind=pairs[0].kind)
+    if not req.basis and (cfg.project_update or cfg.selft_remask):
+        raise UsageError("--project-update / selft_remask need --basis (they would do nothing)")
+    if cfg.selft_remask and not cfg.selft_topk:
+        raise UsageError("selft_remask needs --selft-topk")
     projector, basis_info, C = None, None, None
     if req.basis:
         from cu_cli.ckpt.basis import read_basis
         from cu_cli.ops.projection import projector as make_projector
 
         C, bh = read_basis(req.basis, ident, req.allow_base_mismatch)
+        for w in _basis_warnings(bh, req, ident):
+            log.warning(w)
         projector = make_projector(C)
         basis_info = {"path": req.basis, "payload_sha256": bh.payload_sha256, "shape": list(C.shape)}
 
@@ -103,7 +109,7 @@ def run_erase(req: EraseRequest) -> EraseResult:
     objective = ERASE_OBJECTIVES[cfg.method]["cls"]()
     gen = torch.Generator().manual_seed(req.seed)
     ctx = EraseContext(pipe=pipe, cfg=cfg, pairs=pairs, trainable={}, parent_values={}, gen=gen,
-                       world=world)
+                       seed=req.seed, world=world)
     if objective.needs_anchor_images:  # from the root base, before the parent is applied
         _anchor_data(ctx, base.fingerprint, req.seed, forget=getattr(objective,
                                                                     "needs_forget_images", False))
@@ -168,7 +174,7 @@ def run_erase(req: EraseRequest) -> EraseResult:
     if C is not None:
         from cu_cli.ops.projection import leakage
 
-        leak = [leakage(trained[k] - ctx.parent_values[k], C) for k in engine.kv]
+        leak = [leakage(trained[k] - ctx.parent_values[k].cpu(), C) for k in engine.kv]
         extra["basis"] = basis_info
         extra["projection_leakage"] = {"mean": sum(leak) / max(len(leak), 1),
                                        "max": max(leak, default=0.0)}
@@ -179,6 +185,25 @@ def run_erase(req: EraseRequest) -> EraseResult:
     payload = write_checkpoint(req.out, tensors, ident, step, parents=[parent] if parent else [])
     return EraseResult(path=req.out, payload_sha256=payload, wall_seconds=wall, final_loss=loss_val,
                        steps=cfg.steps, trained_keys=len(names), params=extra)
+
+
+def _basis_warnings(bh, req, ident) -> list[str]:
+    """A basis built for another concept, chain or base is allowed, but never silently."""
+    out = []
+    target = bh.metadata.get("cu.basis.target")
+    if target and target not in req.concepts:
+        out.append(f"basis {req.basis} was built for {target!r}, not {', '.join(req.concepts)}")
+    parent = (bh.json("cu.basis.params", {}) or {}).get("parent")
+    if req.parent and parent is not None:
+        from cu_cli.ckpt.format import read_header
+
+        if parent != read_header(req.parent).metadata.get("cu.payload_sha256"):
+            out.append(f"basis {req.basis} was built from another parent: earlier erasures of "
+                       "this chain may be unprotected")
+    if bh.metadata.get("cu.base.fingerprint") != ident.fingerprint:
+        out.append(f"basis {req.basis} was made for another base (allowed by "
+                   "--allow-base-mismatch)")
+    return out
 
 
 def _anchor_data(ctx, fingerprint: str, seed: int, forget: bool) -> None:

@@ -39,7 +39,7 @@ def score(ctx) -> dict[str, torch.Tensor]:
     n_t = len(sch.timesteps)
     scored = sorted(set(np.linspace(0, n_t - 1, min(cfg.selft_timesteps, n_t)).round().astype(int)))
     pairs = [(pp.target_prompts[j], pp.anchor_prompts[j]) for pp in ctx.pairs
-             for j in range(len(pp.target_prompts))][: cfg.selft_pairs * len(ctx.pairs)]
+             for j in range(min(cfg.selft_pairs, len(pp.target_prompts)))]  # per concept
     u = ctx.embed([""])
     for p in ctx.trainable.values():
         p.grad = None
@@ -64,14 +64,16 @@ def score(ctx) -> dict[str, torch.Tensor]:
     scores = {}
     for k, p in ctx.trainable.items():
         g = p.grad if p.grad is not None else torch.zeros_like(p)
-        scores[k] = (p.detach() * g / max(len(pairs), 1)).abs()
+        scores[k] = (p.detach() * g / max(len(pairs), 1)).abs().cpu()
         p.grad = None
     return scores
 
 
 def install_masks(ctx, fraction: float) -> tuple[dict, list]:
     """Compute masks and register gradient hooks; returns (masks, hook handles)."""
-    masks = global_topk_masks(score(ctx), fraction)
+    with ctx.phase("selft"):  # its own noise stream: turning SelFT on leaves training draws alone
+        scores = score(ctx)
+    masks = {k: m.to(ctx.pipe.device) for k, m in global_topk_masks(scores, fraction).items()}
     handles = [p.register_hook(lambda g, m=masks[k]: g * m.to(g.dtype))
                for k, p in ctx.trainable.items()]
     return masks, handles

@@ -90,7 +90,8 @@ def check_gates(states: list[dict], gates: dict[str, float]) -> list[str]:
     from cu_cli._util.errors import UsageError
 
     failures = []
-    for s in states:
+    scored = [s for s in states if s["path"] is not None] or states  # the base row is context
+    for s in scored:
         for key, thr in gates.items():
             v = s["metrics"][key]
             if v is None:

@@ -11,7 +11,9 @@ Style runs: in-domain = styles, cross-domain = objects; object runs the reverse.
   CFG 9.0, seeds 188, 288, 588, 688, 888, DDIM.
 * ``minicanvas-style`` / ``minicanvas-object``: the same structure on the built-in world: its erase
   orders, its 4 + 4 retain sets, its caption template, DDIM 25 steps, CFG 7.5, 10 seeds (more seeds
-  than UnlearnCanvas because the retain sets are smaller; docs/eval.md).
+  than UnlearnCanvas because the retain sets are smaller).
+* ``minicanvas-full``: base quality — every style × every object, 2 seeds (RA-I = mean style
+  accuracy over all styles, RA-C = mean object accuracy over all objects).
 """
 
 from __future__ import annotations
@@ -83,7 +85,12 @@ class Protocol:
 def get_protocol(name: str, prompt_variant: str = "benchmark") -> Protocol:
     from cu_cli._util.errors import UsageError
 
-    if name.startswith("minicanvas-"):
+    if name == "minicanvas-full":  # base quality: every object x every style, 2 seeds
+        from dataclasses import replace
+
+        p = get_protocol("minicanvas-style")
+        return replace(p, name=name, retain_in=p.styles, retain_cross=p.objects, seeds=p.seeds[:2])
+    if name in ("minicanvas-style", "minicanvas-object"):
         from cu_cli.world.minicanvas import load_world
 
         w = load_world()
@@ -96,7 +103,7 @@ def get_protocol(name: str, prompt_variant: str = "benchmark") -> Protocol:
             template=w.caption_template, seeds=tuple(pr["seeds"]), steps=int(pr["steps"]),
             guidance=float(pr["guidance"]), classifier="minicanvas", styles=w.styles,
             objects=w.objects)
-    if name.startswith("unlearncanvas-"):
+    if name in ("unlearncanvas-style", "unlearncanvas-object"):
         domain = name.split("-", 1)[1]
         template = ("A {object} image in {style_spaces} style." if prompt_variant == "benchmark"
                     else "A {object} image in {style} style")
@@ -108,7 +115,7 @@ def get_protocol(name: str, prompt_variant: str = "benchmark") -> Protocol:
             template=template, seeds=(188, 288, 588, 688, 888), steps=100, guidance=9.0,
             classifier="unlearncanvas", styles=tuple(UC_STYLES), objects=tuple(UC_OBJECTS))
     raise UsageError(f"--protocol {name!r}: choose minicanvas-style, minicanvas-object, "
-                     "unlearncanvas-style or unlearncanvas-object")
+                     "minicanvas-full, unlearncanvas-style or unlearncanvas-object")
 
 
 def default_protocol(world: str | None, erased: list[str]) -> str:

@@ -81,13 +81,14 @@ def run_eval(req: EvalRequest) -> dict:
     pipe = base.load_pipeline(req.device)
     spec = req.classifier or proto.classifier
     cross_domain = "object" if proto.domain == "style" else "style"
-    clf_in = load_image_classifier(spec, proto.domain, list(proto.in_domain))
+    clf_in = load_image_classifier(spec, proto.domain, list(proto.in_domain), req.device)
     clf_cross = load_image_classifier(spec, cross_domain,
-                                      list(proto.objects if proto.domain == "style" else proto.styles))
+                                      list(proto.objects if proto.domain == "style" else proto.styles),
+                                      req.device)
 
     targets: list[tuple[str | None, list[str]]] = []
-    if req.include_base or not req.states:
-        targets.append((None, list(req.erased or [])))
+    if req.include_base or not req.states:  # the base is scored on every concept the states erased
+        targets.append((None, list(req.erased or dict.fromkeys(all_erased))))
     targets += [(h.path, e) for h, e in zip(headers, erased_lists)]
     all_keys = sorted({k for h in headers for k in h.tensors})
     base_values = read_state(pipe, all_keys) if all_keys else {}

@@ -49,5 +49,5 @@ def read_state(pipe, keys: list[str]) -> dict:
         comp, name = split_key(key)
         module = getattr(pipe, comp)
         own = module.state_dict()
-        out[key] = own[module_key(name, set(own))].detach().float().clone()
+        out[key] = own[module_key(name, set(own))].detach().float().cpu().clone()
     return out

@@ -134,6 +134,8 @@ class Base:
         """Load every component offline; cached on the object."""
         if self._pipeline is None:
             self._pipeline = _load_pipeline(self, device)
+        elif str(self._pipeline.device) != str(device):
+            self._pipeline.to(device)
         return self._pipeline
 
     def _single_state(self) -> dict:
@@ -144,8 +146,8 @@ class Base:
                 mod = getattr(pipe, comp, None)
                 if mod is None:
                     continue
-                for n, t in mod.state_dict().items():
-                    state[canonical_key(comp, n)] = t
+                for n, t in mod.state_dict().items():  # a copy: training must not alias it
+                    state[canonical_key(comp, n)] = t.detach().cpu().clone()
             self._state = state
         return self._state
 

@@ -29,13 +29,14 @@ class Classifier:
     fn: object  # callable: float tensor [N,3,H,W] in [0,1] -> logits [N, C]
     size: int | None = None  # input resolution the model expects
     batch: int = 256
+    device: str = "cpu"
 
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(images), self.batch):
             x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch]))
-            x = x.permute(0, 3, 1, 2).float() / 255.0
+            x = x.permute(0, 3, 1, 2).float().to(self.device) / 255.0
             if self.size and x.shape[-1] != self.size:
                 x = torch.nn.functional.interpolate(x, size=(self.size, self.size),
                                                     mode="bilinear", antialias=True,
@@ -99,8 +100,8 @@ def _clip(arg: str | None, domain: str, classes: list[str]) -> Classifier:
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
 
     def fn(x):
-        v = model.encode_image((x - mean) / std)
-        return (v / v.norm(dim=-1, keepdim=True)) @ t.T
+        v = model.encode_image((x - mean.to(x.device)) / std.to(x.device))
+        return (v / v.norm(dim=-1, keepdim=True)) @ t.T.to(x.device)
 
     return Classifier(f"clip-{domain}", list(classes), fn, size=size, batch=32)
 
@@ -114,9 +115,27 @@ CLASSIFIERS: dict[str, dict] = {
 }
 
 
-def load_image_classifier(spec: str, domain: str, classes: list[str]) -> Classifier:
-    """``spec`` = NAME or NAME:ARG (see the registry)."""
+def load_image_classifier(spec: str, domain: str, classes: list[str],
+                          device: str = "cpu") -> Classifier:
+    """``spec`` = NAME or NAME:ARG (see the registry); modules are moved to ``device``."""
     name, _, arg = spec.partition(":")
     if name not in CLASSIFIERS:
         raise UsageError(f"--classifier {spec!r}: choose one of {', '.join(CLASSIFIERS)}")
-    return CLASSIFIERS[name]["factory"](arg or None, domain, list(classes))
+    clf = CLASSIFIERS[name]["factory"](arg or None, domain, list(classes))
+    for obj in _modules(clf.fn):
+        obj.to(device)
+    clf.device = device
+    return clf
+
+
+def _modules(fn) -> list:
+    """nn.Modules a classifier function uses (the function itself, or its closure)."""
+    if isinstance(fn, torch.nn.Module):
+        return [fn]
+    cells = getattr(fn, "__closure__", None) or ()
+    found = []
+    for c in cells:
+        v = c.cell_contents
+        if isinstance(v, torch.nn.Module):
+            found.append(v)
+    return found

@@ -37,6 +37,12 @@ class Pipeline:
         cfg = self.unet.config
         return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
 
+    def to(self, device) -> "Pipeline":
+        for m in (self.text_encoder, self.unet, self.vae, self.text_encoder_2):
+            if m is not None:
+                m.to(device)
+        return self
+
     def eval_mode(self) -> "Pipeline":
         for m in (self.text_encoder, self.unet, self.vae, self.text_encoder_2):
             if m is not None:

@@ -32,6 +32,9 @@ class LatentBatches:
         """(z_t, t, ε, z₀) for images ``idx``; t ~ U{0..T−1} per sample."""
         mean, std = self.mean[idx], self.std[idx]
         z0 = (mean + std * ctx.randn(mean.shape)) * self.scale
+        if ctx.cfg.hflip:  # ≈ flipping the image (ConAbl --hflip, p = 0.5)
+            flip = ctx.rand(len(idx)) < 0.5
+            z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)
         t = ctx.randint(self.sched.config.num_train_timesteps, len(idx))
         noise = ctx.randn(z0.shape)
         return self.sched.add_noise(z0, noise, t), t, noise, z0

@@ -50,9 +50,10 @@ class EraseDiff:
         if step % self.per_cycle or not ctx.cfg.erasediff_inner:
             return
         saved = {k: p.detach().clone() for k, p in ctx.trainable.items()}
-        for _ in range(ctx.cfg.erasediff_k):
-            vals = [engine.update(self.unlearn_loss(ctx), penalties=False)
-                    for _ in range(self.per_cycle)]
+        with ctx.phase(f"erasediff-inner-{step}"):  # own stream: --no-inner leaves the rest alone
+            for _ in range(ctx.cfg.erasediff_k):
+                vals = [engine.update(self.unlearn_loss(ctx), penalties=False)
+                        for _ in range(self.per_cycle)]
         self.ell_bar = float(sum(vals) / len(vals))
         with torch.no_grad():
             for k, p in ctx.trainable.items():

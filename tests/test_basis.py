@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cu_cli.basis import vocab as V
-from cu_cli.basis.run import greedy_dedup
+from cu_cli.basis.run import AUX_MAX_SIM, greedy_dedup, split_top_m
 from cu_cli.ckpt.basis import read_basis
 from cu_cli.ckpt.checkpoint import BaseIdentity
 from cu_cli.ckpt.format import read_cu_header
@@ -100,7 +100,111 @@ def test_greedy_dedup_threshold():
     assert greedy_dedup(E, -1.0) == [0]
 
 
+def test_split_top_m():
+    doms = ["s", "s", "o", "s", "o", "s"]  # ranked by similarity, best first
+    assert split_top_m(doms, 4) == [0, 1, 2, 4]  # 2 + 2, not the overall top 4 (3 styles)
+    assert split_top_m(doms, 2) == [0, 2]
+    assert split_top_m(doms, 3) == [0, 1, 2]  # the extra slot: "s" (next at 1) beats "o" (at 4)
+    assert split_top_m(doms, 6) == split_top_m(doms, 60) == [0, 1, 2, 3, 4, 5]
+    assert split_top_m(["s", "s", "s", "p"], 4) == [0, 1, 2, 3]  # p's unused slot: next overall
+    assert split_top_m(["s", "s", "s", "p"], 2) == [0, 3]
+    assert split_top_m(["s", "p", "s", "s", "s"], 3) == [0, 1, 2]
+    assert split_top_m(["a", "b", "c", "a", "a", "b"], 4) == [0, 1, 2, 3]  # d = 3: 2 + 1 + 1
+    assert split_top_m(["o"] * 5, 3) == [0, 1, 2] and split_top_m([], 3) == []
+
+
 # ----------------------------------------------------------------------- CLI
+
+def test_domain_split_minicanvas(runner, tmp_path, tiny_sd1):
+    from cu_cli.world.minicanvas import load_world
+
+    styles = set(load_world().styles)
+    common = ["--base", tiny_sd1, "--vocab", "minicanvas", "--concept", "star", "--dedup", "1.5",
+              "--aux-max-sim", "1.01"]
+    r, out = basis(runner, tmp_path, "a.safetensors", *common, "--top-m", "6")
+    assert r.exit_code == 0, r.output
+    h, concepts = header(out)
+    assert len(concepts) == 6 and sum(c in styles for c in concepts) == 3  # half styles, half objects
+    params = h.json("cu.basis.params")
+    assert params["domains"] == {"object": {"candidates": 15, "kept": 3},
+                                 "style": {"candidates": 16, "kept": 3}}
+    assert params["ranked_kept"] == 6 and params["near_synonyms_dropped"] == 0
+    r2, out2 = basis(runner, tmp_path, "b.safetensors", *common, "--top-m", "6", "--json")
+    obj = json.loads(r2.stdout)
+    assert obj["payload_sha256"] == h.payload_sha256  # deterministic
+    assert [c["concept"] for c in obj["concepts"]] == concepts  # sorted by similarity, as kept
+    # odd M: 3 + 2, the extra slot to the domain whose third candidate is more similar
+    r, out = basis(runner, tmp_path, "c.safetensors", *common, "--top-m", "5")
+    h, concepts = header(out)
+    kept = {d: v["kept"] for d, v in h.json("cu.basis.params")["domains"].items()}
+    assert sorted(kept.values()) == [2, 3] and len(concepts) == 5
+    r, out = basis(runner, tmp_path, "d.safetensors", *common, "--top-m", "31")
+    sims = {s["concept"]: s["similarity"] for s in header(out)[0].json("cu.basis.similarities")}
+    third = {d: sorted((v for c, v in sims.items() if (c in styles) == (d == "style")),
+                       reverse=True)[2] for d in kept}
+    assert kept[max(third, key=third.get)] == 3
+
+
+def test_domain_split_fills_unused_quota(runner, tmp_path, tiny_sd1):
+    aux = tmp_path / "aux.txt"
+    aux.write_text("dog\nhorse\nbird\nfrog\nAn image of a red car in a garden\n")
+    r, out = basis(runner, tmp_path, "f.safetensors", "--base", tiny_sd1, "--concept", "cat",
+                   "--kind", "object", "--vocab", "none", "--aux-file", str(aux), "--top-m", "4",
+                   "--dedup", "1.5", "--aux-max-sim", "1.01")
+    assert r.exit_code == 0, r.output
+    h, concepts = header(out)
+    params = h.json("cu.basis.params")
+    # named aux lines count as --kind (object), the full prompt as its own domain: 2 + 2 slots,
+    # the prompt domain has one candidate, so its second slot goes to the next object
+    assert params["domains"] == {"object": {"candidates": 4, "kept": 3},
+                                 "prompt": {"candidates": 1, "kept": 1}}
+    assert len(concepts) == 4 and "An image of a red car in a garden" in concepts
+
+
+def test_near_synonym_ceiling(runner, tmp_path, tiny_sd1, monkeypatch):
+    """A candidate not containing the target but embedded (almost) like it is dropped at the
+    default ceiling; a parent's erased concept is never dropped however close it is."""
+    import cu_cli.models.text as T
+
+    vec = {"van gogh": [1.0, 0.0, 0.0], "vincent": [1.0, 0.05, 0.0],  # cosine 0.9988
+           "monet": [0.6, 0.8, 0.0], "dali": [0.5, 0.0, 0.866], "rembrandt": [0.0, 0.0, 1.0]}
+
+    def fake(pipe, prompts):
+        rows = [vec[p.rsplit(" of ", 1)[1].lower()] + [0.0] * 13 for p in prompts]
+        return torch.tensor(rows)
+
+    monkeypatch.setattr(T, "token_embeddings", fake)
+    aux = tmp_path / "aux.txt"
+    aux.write_text("Vincent\nMonet\nDali\n")
+    args = ["--base", tiny_sd1, "--concept", "Van Gogh", "--kind", "style", "--vocab", "none",
+            "--aux-file", str(aux), "--dedup", "1.5"]
+    r, out = basis(runner, tmp_path, "a.safetensors", *args, "--json")
+    assert r.exit_code == 0, r.output
+    h, concepts = header(out)
+    assert concepts == ["Monet", "Dali"]
+    params = h.json("cu.basis.params")
+    assert params["aux_max_sim"] == AUX_MAX_SIM == 0.95 and params["near_synonyms_dropped"] == 1
+    assert params["domains"] == {"style": {"candidates": 2, "kept": 2}}
+    assert [c["concept"] for c in json.loads(r.stdout)["concepts"]] == ["Monet", "Dali"]
+    r, out = basis(runner, tmp_path, "b.safetensors", *args, "--aux-max-sim", "1.01")
+    assert r.exit_code == 0 and header(out)[1] == ["Vincent", "Monet", "Dali"]
+    r, out = basis(runner, tmp_path, "c.safetensors", *args, "--aux-max-sim", "0.55")
+    assert header(out)[1] == ["Dali"] and header(out)[0].json("cu.basis.params")[
+        "near_synonyms_dropped"] == 2
+    # the parent's erased concepts are inserted first, whatever their cosine to the target
+    base = resolve_base(tiny_sd1)
+    k = kv_keys(base)[0]
+    parent = make_ckpt(tmp_path / "p.safetensors", base, {k: torch.full((1,), 0.01)},
+                       concepts=("Vincent", "Rembrandt"))
+    r, out = basis(runner, tmp_path, "d.safetensors", *args, "--from", parent, "--base", tiny_sd1)
+    assert r.exit_code == 0, r.output
+    h, concepts = header(out)
+    assert concepts == ["Vincent", "Rembrandt", "Monet", "Dali"]
+    assert h.json("cu.basis.params")["near_synonyms_dropped"] == 0  # Vincent is not a candidate
+    # nothing but near-synonyms and no parent: exit 1 naming the flag
+    r, _ = basis(runner, tmp_path, "e.safetensors", *args, "--aux-max-sim", "0.4")
+    assert r.exit_code == 1 and "--aux-max-sim" in r.stderr
+
 
 def test_minicanvas_vocab_path_json_and_determinism(runner, tmp_path, tiny_sd1):
     args = ["--base", tiny_sd1, "--vocab", "minicanvas", "--concept", "star"]
@@ -140,8 +244,10 @@ def test_builtin_vocab_never_includes_target(runner, tmp_path, tiny_sd1):
 def test_min_sim_and_aux_duplicates(runner, tmp_path, tiny_sd1):
     aux = tmp_path / "aux.txt"
     aux.write_text("# comment\ndog\nDog\ndog \nhorse\nAn image of a cat and a dog\n")
+    # the tiny random encoder puts dog/horse at cosine >= 0.95 to cat: no near-synonym ceiling here
     r, out = basis(runner, tmp_path, "x.safetensors", "--base", tiny_sd1, "--concept", "cat",
-                   "--kind", "object", "--vocab", "none", "--aux-file", str(aux))
+                   "--kind", "object", "--vocab", "none", "--aux-file", str(aux),
+                   "--aux-max-sim", "1.01")
     assert r.exit_code == 0, r.output
     h, concepts = header(out)
     assert concepts == ["horse", "dog"] or concepts == ["dog", "horse"]  # full prompt had "cat"
@@ -149,8 +255,23 @@ def test_min_sim_and_aux_duplicates(runner, tmp_path, tiny_sd1):
     best = max(s["similarity"] for s in sims)
     r, out = basis(runner, tmp_path, "y.safetensors", "--base", tiny_sd1, "--concept", "cat",
                    "--kind", "object", "--vocab", "none", "--aux-file", str(aux),
-                   "--min-sim", str(best - 1e-4))
+                   "--aux-max-sim", "1.01", "--min-sim", str(best - 1e-4))
     assert r.exit_code == 0 and len(header(out)[1]) == 1
+    # the ceiling on real (tiny-encoder) cosines: just below the best drops exactly that one
+    top = max(sims, key=lambda s: s["similarity"])
+    r, out = basis(runner, tmp_path, "z.safetensors", "--base", tiny_sd1, "--concept", "cat",
+                   "--kind", "object", "--vocab", "none", "--aux-file", str(aux),
+                   "--aux-max-sim", str(top["similarity"] - 1e-4))
+    assert r.exit_code == 0, r.output
+    h, concepts = header(out)
+    assert top["concept"] not in concepts and len(concepts) == 1
+    params = h.json("cu.basis.params")
+    assert params["near_synonyms_dropped"] == 1
+    assert params["aux_max_sim"] == pytest.approx(top["similarity"] - 1e-4)
+    # the default ceiling drops both here (cosine >= 0.95 on the tiny encoder): nothing left, exit 1
+    r, _ = basis(runner, tmp_path, "w.safetensors", "--base", tiny_sd1, "--concept", "cat",
+                 "--kind", "object", "--vocab", "none", "--aux-file", str(aux))
+    assert r.exit_code == 1 and "--aux-max-sim" in r.stderr
 
 
 def test_empty_candidates_exit_1(runner, tmp_path, tiny_sd1):

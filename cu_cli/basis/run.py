@@ -2,16 +2,31 @@
 
 Order: resolve the base (from the parent's header with ``--from``, fingerprint-checked), collect
 candidates (vocabulary + aux files, target filtered out; §7.1), embed every prompt token-level
-(§7.2, ``models/text.py``), rank by cosine to the target's concept embedding and keep the top M at
-or above ``--min-sim``, put the parent's erased concepts first (so the new update does not undo
-earlier erasures, as the reference inserts them first), de-duplicate greedily (column 0 kept, a
-column kept only if its max cosine to the kept set is < ``dedup``) and write C (d × n) atomically.
+(§7.2, ``models/text.py``), then, by cosine to the target's concept embedding:
+
+1. drop near-synonyms, candidates with cosine >= ``aux_max_sim`` (``--aux-max-sim``, default
+   0.95: the reference's own de-dup cosine, i.e. a candidate the de-dup would treat as the same
+   direction as the target; its K/V directions overlap the target's, so protecting it would
+   suppress the erasure itself), and those below ``--min-sim`` (no floor by default);
+2. keep the top M split evenly between domains (:func:`split_top_m`): each of the d domains that
+   still has candidates gets floor(M/d) or ceil(M/d) slots (the M mod d extra slots go to the
+   domains whose next candidate is most similar), a domain with fewer candidates than its slots
+   leaves them to the next most similar candidates overall, so min(M, candidates) are kept. The
+   domain is the candidate's: style / object / celebrity for the vocabulary, ``--kind``'s for a
+   named ``--aux-file`` line (it is templated as that kind), and "prompt" for a full-prompt aux
+   line (its domain is unknown);
+3. put the parent's erased concepts first (never filtered by similarity, so the new update does
+   not undo earlier erasures, as the reference inserts them first), the kept candidates after them
+   by decreasing similarity, de-duplicate greedily (column 0 kept, a column kept only if its max
+   cosine to the kept set is < ``dedup``) and write C (d × n) atomically.
+
 The projector itself is built by ``erase --basis`` (§7.3, ``ops/projection.py``). Everything is a
-pure function of the inputs, so the same inputs give the same payload hash.
+pure function of the inputs (ties broken by prompt), so the same inputs give the same payload hash.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +39,8 @@ from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
 
 log = get_logger(__name__)
 
+AUX_MAX_SIM = 0.95  # = the reference's de-dup cosine: "the same direction as the target"
+
 
 @dataclass
 class BasisRequest:
@@ -35,9 +52,12 @@ class BasisRequest:
     parent: str | None = None  # its cu.erased concepts are inserted first
     aux_files: list[str] = field(default_factory=list)
     vocab: str | None = None  # builtin | minicanvas | none (default: minicanvas on that base)
-    top_m: int = 200  # reference: 200 LLM prompts per request; MiniCanvas has 31, all kept
+    top_m: int = 200  # reference: 200 LLM prompts per request, split between domains
     dedup: float = 0.95  # reference de-dup cosine
     min_sim: float | None = None  # no similarity floor by default (the reference has none)
+    aux_max_sim: float | None = None  # near-synonym ceiling; None: 0.95, off on the minicanvas
+    # vocabulary (its concepts are distinct by construction and its 64-d encoder puts ordinary
+    # neighbours above 0.95; never applied to erased concepts)
     include_erased: bool = True
     device: str = "cpu"
     force: bool = False
@@ -55,8 +75,6 @@ class BasisResult:
 
 
 def run_basis(req: BasisRequest) -> BasisResult:
-    import torch
-
     from cu_cli.ckpt.basis import write_basis
     from cu_cli.models.base import base_for_states
     from cu_cli.models.text import EXTRACTION, token_embeddings
@@ -67,6 +85,8 @@ def run_basis(req: BasisRequest) -> BasisResult:
         raise UsageError("give a non-empty --concept")
     if req.top_m < 1:
         raise UsageError("--top-m must be at least 1")
+    if req.aux_max_sim is not None and not math.isfinite(req.aux_max_sim):
+        raise UsageError("--aux-max-sim must be a number (values above 1 disable the ceiling)")
     if req.kind is not None and req.kind not in V.KINDS:
         raise UsageError(f"--kind {req.kind!r}: choose one of {', '.join(V.KINDS)}")
     check_output_path(req.out, req.force, [req.parent, *req.aux_files])
@@ -76,6 +96,10 @@ def run_basis(req: BasisRequest) -> BasisResult:
     if parent is not None:
         check_base(parent, ident)
     vocab = req.vocab or ("minicanvas" if base.world == "minicanvas" else "builtin")
+    if req.aux_max_sim is None:
+        from dataclasses import replace
+
+        req = replace(req, aux_max_sim=2.0 if vocab == "minicanvas" else AUX_MAX_SIM)
     if vocab not in V.VOCABS:
         raise UsageError(f"--vocab {vocab!r}: choose one of {', '.join(V.VOCABS)}")
     if base.world == "minicanvas" and vocab == "builtin":
@@ -96,15 +120,31 @@ def run_basis(req: BasisRequest) -> BasisResult:
     pipe = base.load_pipeline(req.device)
     t_vec = token_embeddings(pipe, [V.TEMPLATES[kind].format(x=target)])[0]
     E = token_embeddings(pipe, [c.prompt for c in every])
-    sims = torch.nn.functional.cosine_similarity(E, t_vec[None], dim=1).tolist()
+    sims = concept_similarities(E, t_vec)
     n_e = len(erased)
     ranked = sorted(range(n_e, len(every)), key=lambda i: (-sims[i], every[i].prompt))
+    near = [i for i in ranked if sims[i] >= req.aux_max_sim]
+    if near:
+        log.info("dropped %d near-synonym(s) of %r (cosine >= %s): %s", len(near), target,
+                 req.aux_max_sim, ", ".join(repr(every[i].concept) for i in near[:5])
+                 + (", ..." if len(near) > 5 else ""))
+    ranked = [i for i in ranked if sims[i] < req.aux_max_sim]
+    n_floor = 0
     if req.min_sim is not None:
+        n_floor = sum(sims[i] < req.min_sim for i in ranked)
         ranked = [i for i in ranked if sims[i] >= req.min_sim]
-    order = list(range(n_e)) + ranked[:req.top_m]
+    kept = [ranked[p] for p in split_top_m([every[i].domain for i in ranked], req.top_m)]
+    order = list(range(n_e)) + kept
     if not order:
-        raise CuError(f"no candidate reaches --min-sim {req.min_sim} for {target!r}",
-                      hint="lower --min-sim")
+        floor = f"--min-sim {req.min_sim}" if req.min_sim is not None else "-1"
+        raise CuError(f"no candidate for {target!r} has a cosine in [{floor}, --aux-max-sim "
+                      f"{req.aux_max_sim}) ({len(near)} near-synonym(s) dropped, {n_floor} below "
+                      "--min-sim)", hint="raise --aux-max-sim or lower --min-sim")
+    domains: dict[str, dict[str, int]] = {}
+    for i in ranked:
+        domains.setdefault(every[i].domain, {"candidates": 0, "kept": 0})["candidates"] += 1
+    for i in kept:
+        domains[every[i].domain]["kept"] += 1
     cols = [order[k] for k in greedy_dedup(E[order], req.dedup)]
     columns = [{"concept": every[i].concept, "prompt": every[i].prompt,
                 "similarity": round(sims[i], 6), "erased": i < n_e} for i in cols]
@@ -119,9 +159,12 @@ def run_basis(req: BasisRequest) -> BasisResult:
         "cu.basis.extraction": EXTRACTION,
         "cu.basis.params": {
             "kind": kind, "vocab": vocab, "top_m": req.top_m, "min_sim": req.min_sim,
-            "include_erased": req.include_erased, "templates": V.TEMPLATES, "aux_files": aux_info,
+            "aux_max_sim": req.aux_max_sim, "include_erased": req.include_erased,
+            "templates": V.TEMPLATES, "aux_files": aux_info,
             "parent": parent.payload_sha256 if parent else None, "candidates": len(candidates),
-            "erased": n_e, "ranked_kept": len(order) - n_e, "dedup_dropped": len(order) - len(cols)},
+            "near_synonyms_dropped": len(near), "min_sim_dropped": n_floor,
+            "domains": dict(sorted(domains.items())),
+            "erased": n_e, "ranked_kept": len(kept), "dedup_dropped": len(order) - len(cols)},
     }
     payload = write_basis(req.out, C, ident, meta)
     log.info("basis for %r: %d candidates, %d erased first, %d columns after de-dup (d=%d)",
@@ -160,6 +203,34 @@ def _candidates(req: BasisRequest, target: str, kind: str, vocab: str, world, pa
                       f"{len(aux_lines)} aux lines; candidates containing the target are dropped)",
                       hint="add concepts with --aux-file or use --vocab builtin")
     return erased, candidates, aux_info
+
+
+def concept_similarities(E, t_vec) -> list[float]:
+    """Cosine of each row of E (candidate concept embeddings) to the target's, as floats."""
+    import torch
+
+    return torch.nn.functional.cosine_similarity(E, t_vec[None], dim=1).tolist()
+
+
+def split_top_m(domains: list[str], m: int) -> list[int]:
+    """Positions kept from a similarity-ranked list whose entries have these ``domains``: the top
+    M split evenly between the d domains present. Each domain gets floor(M/d) slots and the M mod d
+    extra slots (up to ceil(M/d) each) go to the domains whose next entry ranks highest; slots a
+    domain cannot fill go to the next entries overall. Returns min(M, len) positions, ascending."""
+    by: dict[str, list[int]] = {}
+    for p, d in enumerate(domains):
+        by.setdefault(d, []).append(p)
+    if not by:
+        return []
+    slots, extra = divmod(m, len(by))
+    nxt = sorted(by, key=lambda d: by[d][slots] if len(by[d]) > slots else len(domains))
+    quota = {d: slots + (d in nxt[:extra]) for d in by}
+    kept = {p for d, ps in by.items() for p in ps[:quota[d]]}
+    for p in range(len(domains)):
+        if len(kept) >= m:
+            break
+        kept.add(p)
+    return sorted(kept)
 
 
 def greedy_dedup(E, threshold: float) -> list[int]:

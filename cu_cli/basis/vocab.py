@@ -32,7 +32,8 @@ class Candidate:
 
     concept: str  # raw name as written (or the whole prompt for full-prompt aux lines)
     prompt: str
-    domain: str  # style | object | celebrity | prompt (a full prompt: domain unknown)
+    domain: str  # style | object | celebrity | prompt (a full prompt: domain unknown); the --top-m
+    # split between domains counts the candidate in this one
     source: str  # builtin | minicanvas | aux | erased
 
 

@@ -34,11 +34,21 @@ def basis_command(
         "--vocab", help="builtin (default; styles, objects, public-figure categories) | "
                         "minicanvas (default on that base) | none (only --aux-file).")] = None,
     top_m: Annotated[int, typer.Option(
-        "--top-m", help="Keep the M candidates most similar to the concept.", min=1)] = 200,
+        "--top-m", help="Keep the M candidates most similar to the concept, split evenly between "
+                        "domains (style / object / celebrity; named --aux-file lines count as "
+                        "--kind, full-prompt lines as their own 'prompt' domain); a domain's "
+                        "unused share goes to the next most similar overall.", min=1)] = 200,
     dedup: Annotated[float, typer.Option(
         "--dedup", help="Drop a column whose cosine to a kept one is >= this.")] = 0.95,
     min_sim: Annotated[Optional[float], typer.Option(
         "--min-sim", help="Keep only candidates with cosine >= this to the concept.")] = None,
+    aux_max_sim: Annotated[Optional[float], typer.Option(
+        "--aux-max-sim", help="Drop near-synonyms: candidates with cosine >= this to the concept "
+                              "(default 0.95, the reference's de-dup cosine: the same direction "
+                              "as the concept, whose protection would undo the erasure; off for "
+                              "the minicanvas vocabulary, whose concepts are distinct by "
+                              "construction). Never applied to the parent's erased concepts; "
+                              "> 1 disables it.")] = None,
     include_erased: Annotated[bool, typer.Option(
         "--include-erased/--no-include-erased",
         help="Insert the parent's erased concepts first (protects earlier erasures).")] = True,
@@ -63,7 +73,7 @@ def basis_command(
     result = run_basis(BasisRequest(
         target=concept, out=out, kind=kind, base=base, base_config=base_config, parent=from_,
         aux_files=list(aux_file or []), vocab=vocab, top_m=top_m, dedup=dedup, min_sim=min_sim,
-        include_erased=include_erased, device=device, force=force))
+        aux_max_sim=aux_max_sim, include_erased=include_erased, device=device, force=force))
     if not quiet:
         n_e = sum(c["erased"] for c in result.columns)
         err_console().print(f"basis for {result.target!r} ({result.kind}): C {result.shape[0]}x"
@@ -82,5 +92,6 @@ def basis_command(
 
 basis_command.__doc__ = (
     "Build the gradient-projection basis for erasing --concept: token-level text embeddings of "
-    "the most similar auxiliary concepts (built-in vocabulary or --aux-file), the parent's erased "
-    "concepts first, de-duplicated. Use it with `cu erase --basis`.\n\n" + EXIT_CODES_HELP)
+    "the most similar auxiliary concepts (built-in vocabulary or --aux-file; near-synonyms above "
+    "--aux-max-sim dropped; top M split evenly between domains), the parent's erased concepts "
+    "first, de-duplicated. Use it with `cu erase --basis`.\n\n" + EXIT_CODES_HELP)

@@ -22,6 +22,9 @@ def drift_command(
                                        "changed (frac_changed).", min=0.0)] = 0.0,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG of drift along "
                                                 "the chain.")] = None,
+    basis: Annotated[Optional[str], typer.Option(
+        "--basis", help="Projection basis from `cu project-basis` (same base): report each state's "
+        "leakage ‖ΔW·C‖_F/(‖ΔW‖_F‖C‖_F) of its step update on the attn2 K/V weights.")] = None,
     allow_base_mismatch: AllowMismatchOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -31,7 +34,7 @@ def drift_command(
 
     b = base_for_states(states, base, base_config)
     result = run_drift(DriftRequest(paths=states, base=b, top=per_layer, tol=tol,
-                                    allow_base_mismatch=allow_base_mismatch))
+                                    allow_base_mismatch=allow_base_mismatch, basis=basis))
     for w in result["warnings"]:
         warn(w)
     if plot:
@@ -39,9 +42,18 @@ def drift_command(
     if json_out:
         print_json(result, "drift")
         return
-    rows = [[i + 1, s["path"], s["l2"], s["l1"], s["l2_rel"], s["l2_vs_parent"], s["frac_changed"],
-             ", ".join(s["erased"]) or "-"] for i, s in enumerate(result["states"])]
-    print_table(["#", "state", "l2", "l1", "l2_rel", "l2_vs_parent", "frac_changed", "erased"], rows)
+    headers = ["#", "state", "l2", "l1", "l2_rel", "l2_vs_parent", "frac_changed"]
+    if basis:
+        headers += ["leak_mean", "leak_max", "leak_vs"]
+    rows = []
+    for i, s in enumerate(result["states"]):
+        row = [i + 1, s["path"], s["l2"], s["l1"], s["l2_rel"], s["l2_vs_parent"],
+               s["frac_changed"]]
+        if basis:
+            lk = s["leakage"]
+            row += [lk["mean"], lk["max"], lk["against"]]
+        rows.append(row + [", ".join(s["erased"]) or "-"])
+    print_table(headers + ["erased"], rows)
     if per_layer:
         for i, s in enumerate(result["states"]):
             print_table(["key", "l2", "l2_rel", "block"],
@@ -51,4 +63,7 @@ def drift_command(
 
 drift_command.__doc__ = (
     "Parameter drift of each state: ‖θ−θ_base‖₂, ‖θ−θ_base‖₁, relative ‖θ−θ_base‖₂/‖θ_base‖₂ and "
-    "‖θ−θ_parent‖₂, over the stored keys (base keys read one at a time).\n\n" + EXIT_CODES_HELP)
+    "‖θ−θ_parent‖₂, over K = the union of the keys stored in the given files (a key a file lacks "
+    "equals the base), streamed one key at a time. With --basis: the projection leakage of each "
+    "step update on the attn2 K/V weights (vs its parent, or vs the base for a first erase or an "
+    "unknown parent).\n\n" + EXIT_CODES_HELP)

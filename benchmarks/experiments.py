@@ -157,7 +157,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--l2", type=float, default=25000.0)
     p.add_argument("--target", default=None)
-    p.add_argument("--top-m", type=int, default=6)
+    p.add_argument("--top-m", type=int, default=12)
     p.add_argument("--near", type=int, default=6)
     p.add_argument("--lam", type=float, default=2.75)
     p.add_argument("--density", type=float, default=0.4)

@@ -260,3 +260,16 @@ def test_esd_needs_no_anchor_on_real_bases(tmp_path, tiny_sd1):
     r = run_erase(EraseRequest(concepts=["cat"], out=str(tmp_path / "e.safetensors"), cfg=cfg,
                                base=tiny_sd1))
     assert open_checkpoint(r.path).json("cu.erased") == ["cat"]
+
+
+def test_anchor_images_come_from_the_root_base_and_are_cached(tmp_path, tiny_sd1, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CU_CACHE_DIR", str(cache))
+    a = erase(tmp_path, tiny_sd1, "a.safetensors")
+    files = sorted((cache / "anchors").iterdir())
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    erase(tmp_path, tiny_sd1, "b.safetensors", concept="cat", parent=a.path)
+    # same anchors (root base, same prompts/settings/seed): reused, not regenerated
+    assert sorted((cache / "anchors").iterdir()) == files
+    assert files[0].stat().st_mtime_ns == stamp

@@ -47,9 +47,13 @@ def main() -> None:
         f"({cfg['n_per_pair']} per pair), {r['data']['heldout_images']} held out. Classifiers "
         f"{cfg['clf_steps']} steps; VAE {cfg['vae_steps']} steps; UNet + text encoder "
         f"{r['unet']['steps']} steps at batch {cfg['unet_batch']} (AdamW {cfg['unet_lr']:g}, "
-        "constant then cosine over the last third, Min-SNR-5 weighting, 10 % caption dropout, "
-        f"EMA {cfg['ema_decay']}) in {r['unet']['seconds'] / 60:.0f} min on 2 CPU cores. "
+        "constant then cosine over the last third, Min-SNR-5 weighting, "
+        f"{100 * cfg['caption_dropout']:.0f} % empty captions, "
+        f"{100 * cfg.get('style_dropout', 0):.0f} % object-only captions from step "
+        f"{cfg.get('style_dropout_start', 0)}, EMA {cfg['ema_decay']}) in "
+        f"{r['unet']['seconds'] / 60:.0f} min on 2 CPU cores. "
         f"Weights shipped: {r['chosen_weights']}.\n",
+        *([f"History of the shipped run: {h}\n" for h in r.get("history", [])]),
         "| check | object | style |", "|---|---|---|",
         f"| classifiers, held-out renders | {r['object_classifier']['heldout_accuracy']:.2f} % | "
         f"{r['style_classifier']['heldout_accuracy']:.2f} % |",

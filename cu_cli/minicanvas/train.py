@@ -41,6 +41,9 @@ class TrainConfig:
     unet_batch: int = 128
     unet_lr: float = 3e-4  # constant for 2/3, cosine to 10 % over the last third
     caption_dropout: float = 0.1  # probability of an empty caption (CFG)
+    style_dropout: float = 0.1  # probability of the object-only caption "a {object}", so that
+    # style-free prompts are in distribution (SD knows unstyled images; ConAbl's style anchor)
+    style_dropout_start: int = 0  # first step using it (the shipped run: see docs/minicanvas.md)
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.995  # fast EMA: a slow one trails raw weights on short runs
     ckpt_every: int = 200
@@ -214,6 +217,9 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
                   return_tensors="pt").input_ids
     ids_empty = tok([""], padding="max_length", max_length=tok.model_max_length,
                     return_tensors="pt").input_ids[0]
+    ids_obj = tok([world.caption(o, None) for o in world.objects], padding="max_length",
+                  max_length=tok.model_max_length, return_tensors="pt").input_ids
+    obj_of = torch.from_numpy(data["o"])
     pair = torch.from_numpy(data["o"] * len(styles) + data["s"])
 
     params = list(unet.parameters()) + list(te.parameters())
@@ -244,8 +250,11 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
         idx = torch.randint(0, len(mean), (cfg.unet_batch,), generator=g)
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
         ids = ids_all[pair[idx]].clone()
-        drop = torch.rand(cfg.unet_batch, generator=g) < cfg.caption_dropout
-        ids[drop] = ids_empty
+        r = torch.rand(cfg.unet_batch, generator=g)
+        if step >= cfg.style_dropout_start:
+            style_drop = (r >= cfg.caption_dropout) & (r < cfg.caption_dropout + cfg.style_dropout)
+            ids[style_drop] = ids_obj[obj_of[idx][style_drop]]
+        ids[r < cfg.caption_dropout] = ids_empty
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
         zt = sched.add_noise(z0, noise, t)

@@ -29,8 +29,9 @@ class EraseConfig:
     reg_ref: str = "parent"  # parent | base: θ^ref of the SP penalties
     selft_topk: float | None = None  # SelFT fraction k of trainable weights kept (None = off)
     selft_scoring: str = "trajectory"  # trajectory (one 50-step path per pair) | reference
-    selft_timesteps: int = 50  # timesteps scored (evenly spaced subset of the 50-step schedule)
-    selft_pairs: int | None = None  # (target, anchor) pairs scored; default 4 MiniCanvas, 1 else
+    selft_timesteps: int | None = None  # timesteps scored (evenly spaced subset of the 50-step
+    # schedule); default 50 on SD (reference), 10 on MiniCanvas (keeps scoring <= 15 % of a request)
+    selft_pairs: int | None = None  # (target, anchor) pairs scored; default 2 MiniCanvas, 1 else
     selft_remask: bool = False  # re-apply the SelFT mask after projection (cu extension)
     project_update: bool = False  # exact W ← W_prev + ΔW·P after each step (cu extension)
     clip: float | None = None  # grad-norm clip; default 1.0 ConAbl, none for ESD/EraseDiff
@@ -60,7 +61,7 @@ FIELD_NAMES = {f.name for f in fields(EraseConfig)}
 
 # Measured defaults (docs/erase.md): MiniCanvas, per method.
 MINICANVAS_DEFAULTS = {
-    "conabl": dict(steps=120, lr=4e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
+    "conabl": dict(steps=150, lr=2e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
                    anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
     "esd": dict(steps=150, lr=2e-4, batch=8, clip=None, weight_decay=0.0, negative_guidance=1.0,
                 anchor_images=0, anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
@@ -128,7 +129,9 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
     table = MINICANVAS_DEFAULTS if world == "minicanvas" else SD_DEFAULTS
     fill = {k: v for k, v in table[cfg.method].items() if getattr(cfg, k) is None}
     if cfg.selft_pairs is None:
-        fill["selft_pairs"] = 4 if world == "minicanvas" else 1
+        fill["selft_pairs"] = 2 if world == "minicanvas" else 1
+    if cfg.selft_timesteps is None:
+        fill["selft_timesteps"] = 10 if world == "minicanvas" else 50
     if cfg.negative_guidance is None:
         fill["negative_guidance"] = 1.0
     if (world != "minicanvas" and cfg.method == "esd" and cfg.lr is None and cfg.params == "esd-u"

@@ -138,5 +138,5 @@ def _fmt(v) -> str:
             return "0"
         if abs(v) < 1e-3 or abs(v) >= 1e6:
             return f"{v:.4g}"
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
     return str(v)

@@ -10,7 +10,7 @@ import typer
 from cu_cli._util.errors import EXIT_CODES_HELP, UsageError
 from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt,
                                ForceOpt, QuietOpt, VerboseOpt, err_console, handle_errors,
-                               print_paths, progress_enabled, setup_logging)
+                               print_paths, progress_enabled, read_lines, setup_logging)
 
 
 @handle_errors
@@ -78,7 +78,7 @@ def erase_command(
         anchor_steps=anchor_steps), allowed_extra={"concepts", "basis", "base", "from", "seed"})
     concepts = list(concept or []) or list(extra.get("concepts") or [])
     if concepts_file:
-        concepts += _read_lines(concepts_file)
+        concepts += read_lines(concepts_file)
     if not concepts:
         raise UsageError("give --concept (or --concepts-file)")
     if not out:
@@ -91,7 +91,7 @@ def erase_command(
     req = EraseRequest(
         concepts=concepts, out=out, cfg=cfg, base=base or extra.get("base"), base_config=base_config,
         parent=parent, basis=basis or extra.get("basis"),
-        anchor_prompts=_read_lines(anchor_prompts) if anchor_prompts else None,
+        anchor_prompts=read_lines(anchor_prompts) if anchor_prompts else None,
         seed=seed if seed is not None else int(extra.get("seed", 42)),
         device=device, force=force, allow_base_mismatch=allow_base_mismatch, argv=sys.argv)
     if progress_enabled(quiet):
@@ -110,14 +110,6 @@ def erase_command(
             f"erased {', '.join(concepts)}: {result.steps} steps, {result.trained_keys} tensors, "
             f"final loss {result.final_loss:.4f}, {result.wall_seconds:.1f}s", markup=False)
     print_paths(result.path)
-
-
-def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path) as f:
-            return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
-    except OSError as e:
-        raise UsageError(f"{path}: {e.strerror}")
 
 
 erase_command.__doc__ = (

@@ -10,7 +10,8 @@ import typer
 from cu_cli._util.errors import EXIT_CODES_HELP, GateError
 from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt,
                                JsonOpt, QuietOpt, VerboseOpt, err_console, handle_errors,
-                               print_json, print_table, progress_enabled, setup_logging, warn)
+                               print_json, print_table, progress_enabled, read_lines, setup_logging,
+                               warn)
 
 
 @handle_errors
@@ -65,15 +66,7 @@ def eval_command(
         from cu_cli._util.errors import UsageError
 
         raise UsageError("--cra-scope must be all or clean")
-    retain = None
-    if retain_file:
-        try:
-            with open(retain_file) as f:
-                retain = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
-        except OSError as e:
-            from cu_cli._util.errors import UsageError
-
-            raise UsageError(f"--retain-file {retain_file}: {e.strerror}")
+    retain = read_lines(retain_file) if retain_file else None
     req = EvalRequest(states=list(states or []), base=base, base_config=base_config,
                       protocol=protocol, erased=list(erased) if erased else None, retain=retain,
                       seeds=seeds,

@@ -118,6 +118,17 @@ def handle_errors(fn):
     return wrapper
 
 
+def read_lines(path: str) -> list[str]:
+    """Non-empty, non-comment lines of a text file (concept lists); a missing file is exit 2."""
+    from cu_cli._util.errors import UsageError
+
+    try:
+        with open(path) as f:
+            return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    except OSError as e:
+        raise UsageError(f"{path}: {e.strerror}")
+
+
 def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:
     """A plain aligned text table on stdout (pipe-friendly; no box drawing)."""
     cells = [[_fmt(c) for c in r] for r in rows]

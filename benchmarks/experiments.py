@@ -89,7 +89,7 @@ def chain(args) -> dict:
         md += [f"\n## {label}\n", "| step | last erased | UA | RA-I | RA-C | ‖θ−θ₀‖ | ‖θ−θₙ₋₁‖ |",
                "|---|---|---|---|---|---|---|"]
         for r in rs:
-            md.append(f"| {r['step']} | {r['erased'][-1] if r['erased'] else 'base'} | "
+            md.append(f"| {r['step']} | {r['erased'][-1] if r['step'] else 'base'} | "
                       f"{fmt(r['ua'])} | {fmt(r['ra_i'])} | {fmt(r['ra_c'])} | "
                       f"{num(r['l2'])} | {num(r['l2_vs_parent'])} |")
     return {"rows": rows, "md": "\n".join(md) + "\n"}

@@ -97,7 +97,7 @@ def run_erase(req: EraseRequest) -> EraseResult:
         from cu_cli.ops.projection import projector as make_projector
 
         C, bh = read_basis(req.basis, ident, req.allow_base_mismatch)
-        for w in _basis_warnings(bh, req, ident):
+        for w in _basis_warnings(bh, req, ident, parent):
             log.warning(w)
         projector = make_projector(C)
         basis_info = {"path": req.basis, "payload_sha256": bh.payload_sha256, "shape": list(C.shape)}
@@ -187,17 +187,15 @@ def run_erase(req: EraseRequest) -> EraseResult:
                        steps=cfg.steps, trained_keys=len(names), params=extra)
 
 
-def _basis_warnings(bh, req, ident) -> list[str]:
+def _basis_warnings(bh, req, ident, parent_header=None) -> list[str]:
     """A basis built for another concept, chain or base is allowed, but never silently."""
     out = []
     target = bh.metadata.get("cu.basis.target")
     if target and target not in req.concepts:
         out.append(f"basis {req.basis} was built for {target!r}, not {', '.join(req.concepts)}")
     parent = (bh.json("cu.basis.params", {}) or {}).get("parent")
-    if req.parent and parent is not None:
-        from cu_cli.ckpt.format import read_header
-
-        if parent != read_header(req.parent).metadata.get("cu.payload_sha256"):
+    if parent_header is not None and parent is not None:
+        if parent != parent_header.payload_sha256:
             out.append(f"basis {req.basis} was built from another parent: earlier erasures of "
                        "this chain may be unprotected")
     if bh.metadata.get("cu.base.fingerprint") != ident.fingerprint:

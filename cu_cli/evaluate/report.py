@@ -31,7 +31,6 @@ def finish(result: dict, req, grid: str | None = None, plot: str | None = None,
 def _sheet(result: dict, req, path: str) -> None:
     from cu_cli.evaluate.figures import contact_sheet
     from cu_cli.evaluate.run import base_images_for
-    from cu_cli.models.base import base_for_states
 
     states = [s for s in result["states"] if s["path"] is not None] or result["states"]
     last = states[-1]
@@ -40,8 +39,7 @@ def _sheet(result: dict, req, path: str) -> None:
     for i, (c, o, s) in enumerate(grid_spec):
         first.setdefault(c, i)
     cols = [c for c in first][:10]
-    base = base_for_states(req.states, req.base, req.base_config)
-    rows = [("base", [base_images_for(result, base.fingerprint, grid_spec, req)[first[c]]
+    rows = [("base", [base_images_for(result, result["_fingerprint"], grid_spec, req)[first[c]]
                       for c in cols])]
     for s in states:
         g, im = result["_images"][s["path"]]

@@ -127,7 +127,8 @@ def run_eval(req: EvalRequest) -> dict:
             "settings": {"steps": proto.steps, "guidance": proto.guidance,
                          "seeds": list(proto.seeds), "template": proto.template},
             "states": states, "warnings": warnings, "seconds": round(time.time() - t0, 2),
-            "_images": images, "_pipe": pipe, "_proto": proto}
+            "_images": images, "_pipe": pipe, "_proto": proto,
+            "_fingerprint": base.fingerprint}
 
 
 def _override(proto: Protocol, req: EvalRequest) -> Protocol:

@@ -103,11 +103,3 @@ class CosineAccumulator:
         if self.na == 0 or self.nb == 0:
             return None
         return self.dot / math.sqrt(self.na * self.nb)
-
-
-def cosine(a: dict, b: dict) -> float | None:
-    """Cosine between two deltas given as ``{key: tensor}`` (missing keys are zero)."""
-    acc = CosineAccumulator()
-    for k in set(a) | set(b):
-        acc.add(a[k].double() if k in a else None, b[k].double() if k in b else None)
-    return acc.result()

@@ -44,6 +44,12 @@ def erase_command(
     batch: Annotated[Optional[int], typer.Option("--batch", help="Samples per step.")] = None,
     l1: Annotated[Optional[float], typer.Option("--l1", help="L1-SP weight (mean |θ−θref|).")] = None,
     l2: Annotated[Optional[float], typer.Option("--l2", help="L2-SP weight (mean (θ−θref)²).")] = None,
+    preserve: Annotated[Optional[str], typer.Option(
+        "--preserve", help="Keep these prompts' cross-attention K/V: world (MiniCanvas default: "
+                           "its other concepts, protocol retain sets held out) | none | FILE "
+                           "of prompts.")] = None,
+    preserve_weight: Annotated[Optional[float], typer.Option(
+        "--preserve-weight", help="Weight of that retained-token penalty (default 10).")] = None,
     reg_ref: Annotated[Optional[str], typer.Option(
         "--reg-ref", help="SP reference: parent (default) | base.")] = None,
     selft_topk: Annotated[Optional[float], typer.Option(
@@ -52,6 +58,9 @@ def erase_command(
         "--selft-scoring", help="trajectory (default, ≈9× cheaper) | reference.")] = None,
     basis: Annotated[Optional[str], typer.Option(
         "--basis", help="Projection basis from `cu project-basis` (same base).")] = None,
+    free_target: Annotated[Optional[str], typer.Option(
+        "--free-target", help="With --basis: remove the target's own directions from the basis: "
+                              "concept (default) | tokens | none (the reference).")] = None,
     project_update: Annotated[Optional[bool], typer.Option(
         "--project-update/--no-project-update",
         help="Also project each Adam update exactly (cu extension).")] = None,
@@ -71,10 +80,14 @@ def erase_command(
 
     setup_logging(quiet, verbose)
     yaml_values = load_yaml(config) if config else {}
+    preserve_prompts = None
+    if preserve is not None and preserve not in ("world", "none"):
+        preserve_prompts = read_lines(preserve)
+        preserve = "file"
     cfg, extra = build_config(yaml_values, dict(
         method=method, kind=kind, anchor=anchor, params=params, steps=steps, lr=lr, batch=batch,
-        l1=l1, l2=l2, reg_ref=reg_ref, selft_topk=selft_topk, selft_scoring=selft_scoring,
-        project_update=project_update, anchor_images=anchor_images,
+        l1=l1, l2=l2, preserve=preserve, preserve_weight=preserve_weight, reg_ref=reg_ref, selft_topk=selft_topk, selft_scoring=selft_scoring,
+        project_update=project_update, free_target=free_target, anchor_images=anchor_images,
         anchor_steps=anchor_steps), allowed_extra={"concepts", "basis", "base", "from", "seed"})
     concepts = list(concept or []) or list(extra.get("concepts") or [])
     if concepts_file:
@@ -92,6 +105,7 @@ def erase_command(
         concepts=concepts, out=out, cfg=cfg, base=base or extra.get("base"), base_config=base_config,
         parent=parent, basis=basis or extra.get("basis"),
         anchor_prompts=read_lines(anchor_prompts) if anchor_prompts else None,
+        preserve_prompts=preserve_prompts,
         seed=seed if seed is not None else int(extra.get("seed", 42)),
         device=device, force=force, allow_base_mismatch=allow_base_mismatch, argv=sys.argv)
     if progress_enabled(quiet):
@@ -115,4 +129,4 @@ def erase_command(
 erase_command.__doc__ = (
     "Erase concept(s) from the base or from a parent state (--from) and write the next state. "
     "Objectives: ConAbl, ESD, EraseDiff; regularizers: L1-SP/L2-SP, SelFT, gradient projection "
-    "(--basis).\n\n" + EXIT_CODES_HELP)
+    "(--basis), retained-token K/V penalty (--preserve).\n\n" + EXIT_CODES_HELP)

@@ -1,6 +1,7 @@
 """One optimisation step in the order that is part of the method (method-notes §8):
 
-1 forward + method loss; 2 + λ₁·L1SP + λ₂·L2SP (θ^ref captured before the first step);
+1 forward + method loss; 2 + λ₁·L1SP + λ₂·L2SP (θ^ref captured before the first step)
++ λ_p·L_pres (retained-token penalty toward the parent, ops/preserve.py; a cu extension);
 3 backward (SelFT hooks mask gradients); 4 projection G ← G·P on attn2 K/V; 5 optional SelFT
 re-mask; 6 global grad-norm clip; 7 optimizer step (then, with ``project_update``, the exact
 W ← W_prev + (W − W_prev)·P). A non-finite loss aborts the request (nothing is written).
@@ -15,6 +16,7 @@ import torch
 
 from cu_cli._util.errors import CuError
 from cu_cli.ops.penalties import sp_penalties
+from cu_cli.ops.preserve import preserve_penalty
 from cu_cli.ops.projection import project_rows
 
 _KV = re.compile(r"\.attn2\.to_[kv]\.weight$")
@@ -22,7 +24,7 @@ _KV = re.compile(r"\.attn2\.to_[kv]\.weight$")
 
 class Engine:
     def __init__(self, ctx, sp_ref: dict, projector: torch.Tensor | None = None,
-                 masks: dict | None = None):
+                 masks: dict | None = None, preserve_M: torch.Tensor | None = None):
         cfg = ctx.cfg
         self.ctx, self.cfg = ctx, cfg
         self.sp_ref = sp_ref
@@ -39,6 +41,9 @@ class Engine:
             if bad:
                 raise CuError(f"basis dimension {self.P.shape[0]} does not match {bad[0]} "
                               f"(input dim {ctx.trainable[bad[0]].shape[1]})")
+        self.M = None
+        if preserve_M is not None and self.kv and cfg.preserve_weight:
+            self.M = preserve_M.to(ctx.trainable[self.kv[0]].device)
         params = list(ctx.trainable.values())
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
                                      weight_decay=cfg.weight_decay or 0.0)
@@ -51,6 +56,9 @@ class Engine:
         if penalties and (cfg.l1 or cfg.l2):
             l1, l2 = sp_penalties(tr, self.sp_ref)
             total = total + cfg.l1 * l1 + cfg.l2 * l2
+        if penalties and self.M is not None:
+            total = total + cfg.preserve_weight * preserve_penalty(tr, self.ctx.parent_values,
+                                                                   self.kv, self.M)
         value = float(total.detach())
         if not math.isfinite(value):
             raise CuError(f"loss became {value} at step {self.step_no + 1}; aborted, nothing written",

@@ -27,12 +27,17 @@ class EraseConfig:
     l1: float = 0.0  # L1-SP weight λ₁ (method-notes §5)
     l2: float = 0.0  # L2-SP weight λ₂
     reg_ref: str = "parent"  # parent | base: θ^ref of the SP penalties
+    preserve: str | None = None  # none | world | file: retained-token K/V penalty prompts
+    # (erase/preserve.py); default world on MiniCanvas, none elsewhere
+    preserve_weight: float | None = None  # its weight λ_p (ops/preserve.py)
     selft_topk: float | None = None  # SelFT fraction k of trainable weights kept (None = off)
     selft_scoring: str = "trajectory"  # trajectory (one 50-step path per pair) | reference
     selft_timesteps: int | None = None  # timesteps scored (evenly spaced subset of the 50-step
     # schedule); default 50 on SD (reference), 10 on MiniCanvas (keeps scoring <= 15 % of a request)
     selft_pairs: int | None = None  # (target, anchor) pairs scored; default 2 MiniCanvas, 1 else
     selft_remask: bool = False  # re-apply the SelFT mask after projection (cu extension)
+    free_target: str = "concept"  # with --basis: target directions removed from C before P is
+    # built (erase/freeing.py): none (the reference) | concept | tokens
     project_update: bool = False  # exact W ← W_prev + ΔW·P after each step (cu extension)
     clip: float | None = None  # grad-norm clip; default 1.0 ConAbl, none for ESD/EraseDiff
     weight_decay: float | None = None  # AdamW decay; default 0.01 ConAbl, 0 otherwise
@@ -69,6 +74,8 @@ MINICANVAS_DEFAULTS = {
                       anchor_images=128, anchor_steps=25, anchor_guidance=7.5, mask_border=0,
                       hflip=False),
 }
+# Retained-token penalty weight (measured on MiniCanvas, docs/erase.md; untuned on SD).
+PRESERVE_WEIGHT = 10.0
 # The reference scripts' SD1.x values (method-notes §2–§4).
 SD_DEFAULTS = {
     "conabl": dict(steps=1000, lr=8e-6, batch=4, clip=1.0, weight_decay=0.01, anchor_images=200,
@@ -122,6 +129,8 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
         raise UsageError("--reg-ref must be parent or base")
     if cfg.match not in ("word", "substring"):
         raise UsageError("--match must be word or substring")
+    if cfg.free_target not in ("none", "concept", "tokens"):
+        raise UsageError("--free-target must be none, concept or tokens")
     if cfg.selft_scoring not in ("trajectory", "reference"):
         raise UsageError("--selft-scoring must be trajectory or reference")
     if cfg.selft_topk is not None and not 0 < cfg.selft_topk <= 1:
@@ -132,6 +141,10 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
         fill["selft_pairs"] = 2 if world == "minicanvas" else 1
     if cfg.selft_timesteps is None:
         fill["selft_timesteps"] = 10 if world == "minicanvas" else 50
+    if cfg.preserve is None:
+        fill["preserve"] = "world" if world == "minicanvas" else "none"
+    if cfg.preserve_weight is None:
+        fill["preserve_weight"] = PRESERVE_WEIGHT
     if cfg.negative_guidance is None:
         fill["negative_guidance"] = 1.0
     if (world != "minicanvas" and cfg.method == "esd" and cfg.lr is None and cfg.params == "esd-u"
@@ -143,8 +156,10 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
             raise UsageError(f"--{name} must be >= 1")
     if cfg.lr <= 0:
         raise UsageError("--lr must be > 0")
-    if cfg.l1 < 0 or cfg.l2 < 0:
-        raise UsageError("--l1/--l2 must be >= 0")
+    if cfg.l1 < 0 or cfg.l2 < 0 or cfg.preserve_weight < 0:
+        raise UsageError("--l1/--l2/--preserve-weight must be >= 0")
+    if cfg.preserve not in ("none", "world", "file"):
+        raise UsageError(f"preserve {cfg.preserve!r}: use world or none (or --preserve FILE)")
     for name in ("erasediff_cycles", "erasediff_k", "selft_timesteps", "selft_pairs", "ddim_steps"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"{name} must be >= 1")

@@ -33,6 +33,7 @@ class EraseRequest:
     parent: str | None = None
     basis: str | None = None
     anchor_prompts: list[str] | None = None
+    preserve_prompts: list[str] | None = None  # --preserve FILE (cfg.preserve = "file")
     seed: int = 42
     device: str = "cpu"
     force: bool = False
@@ -91,16 +92,15 @@ def run_erase(req: EraseRequest) -> EraseResult:
         raise UsageError("--project-update / selft_remask need --basis (they would do nothing)")
     if cfg.selft_remask and not cfg.selft_topk:
         raise UsageError("selft_remask needs --selft-topk")
-    projector, basis_info, C = None, None, None
+    projector, basis_info, C, bh = None, None, None, None
     if req.basis:
         from cu_cli.ckpt.basis import read_basis
-        from cu_cli.ops.projection import projector as make_projector
 
         C, bh = read_basis(req.basis, ident, req.allow_base_mismatch)
         for w in _basis_warnings(bh, req, ident, parent):
             log.warning(w)
-        projector = make_projector(C)
-        basis_info = {"path": req.basis, "payload_sha256": bh.payload_sha256, "shape": list(C.shape)}
+        basis_info = {"path": req.basis, "payload_sha256": bh.payload_sha256, "shape": list(C.shape),
+                      "free_target": cfg.free_target}
 
     pipe = base.load_pipeline(req.device)
     from cu_cli.erase.context import EraseContext, detach_bos_hooks
@@ -126,6 +126,14 @@ def run_erase(req: EraseRequest) -> EraseResult:
     ctx.parent_values = {k: p.detach().clone() for k, p in ctx.trainable.items()}
     sp_ref = ctx.parent_values if cfg.reg_ref == "parent" else base.get_tensors(names)
     sp_ref = {k: v.float().to(req.device) for k, v in sp_ref.items()}
+    if C is not None:
+        from cu_cli.erase.freeing import target_directions
+        from cu_cli.ops.projection import deflate
+        from cu_cli.ops.projection import projector as make_projector
+
+        T = target_directions(cfg.free_target, pipe, pairs, bh)
+        basis_info["freed_directions"] = int(T.shape[1]) if T.numel() else 0
+        projector = make_projector(deflate(C, T))
 
     objective.prepare(ctx)
     hooks = detach_bos_hooks(pipe.unet) if (cfg.method == "conabl" and cfg.detach_bos) else []
@@ -138,7 +146,8 @@ def run_erase(req: EraseRequest) -> EraseResult:
         selft_seconds = time.time() - ts
     from cu_cli.erase.engine import Engine
 
-    engine = Engine(ctx, sp_ref, projector, masks)
+    preserve_M, kept = _preserve_moment(ctx, req)
+    engine = Engine(ctx, sp_ref, projector, masks, preserve_M)
     loss_val = float("nan")
     t_loop = time.time()
     try:
@@ -168,7 +177,7 @@ def run_erase(req: EraseRequest) -> EraseResult:
              "anchors": [p.anchor for p in pairs], "kinds": [p.kind for p in pairs],
              "trainable_params": sum(p.numel() for p in ctx.trainable.values()),
              "loop_seconds": round(loop_seconds, 3), "selft_seconds": round(selft_seconds, 3),
-             "final_loss": loss_val}
+             "final_loss": loss_val, "preserve_prompts": kept}
     if masks is not None:
         extra["selft_kept"] = int(sum(int(m.sum()) for m in masks.values()))
     if C is not None:
@@ -185,6 +194,33 @@ def run_erase(req: EraseRequest) -> EraseResult:
     payload = write_checkpoint(req.out, tensors, ident, step, parents=[parent] if parent else [])
     return EraseResult(path=req.out, payload_sha256=payload, wall_seconds=wall, final_loss=loss_val,
                        steps=cfg.steps, trained_keys=len(names), params=extra)
+
+
+def _preserve_moment(ctx, req: EraseRequest):
+    """(M, number of preserved prompts) of the retained-token penalty, or (None, 0) when off."""
+    import re
+
+    from cu_cli.erase.preserve import preserve_prompts
+    from cu_cli.ops.preserve import second_moment
+
+    cfg = ctx.cfg
+    if cfg.preserve == "none" or not cfg.preserve_weight:
+        return None, 0
+    prompts = preserve_prompts(cfg.preserve, req.concepts, ctx.world, req.preserve_prompts)
+    if not prompts:
+        log.warning("--preserve %s: no prompts left after removing targets and held-out "
+                    "retain concepts; the penalty is off", cfg.preserve)
+        return None, 0
+    if not any(re.search(r"\.attn2\.to_[kv]\.weight$", k) for k in ctx.trainable):
+        log.warning("--preserve has no effect with --params %s (no attn2.to_k/to_v weight trains)",
+                    cfg.params)
+        return None, 0
+    import torch
+
+    with torch.no_grad():
+        states = torch.cat([ctx.pipe.encode_text(prompts[i:i + 256]).float()
+                            for i in range(0, len(prompts), 256)])
+    return second_moment(states), len(prompts)
 
 
 def _basis_warnings(bh, req, ident, parent_header=None) -> list[str]:

@@ -45,6 +45,7 @@ class TrainConfig:
     # style-free prompts are in distribution (SD knows unstyled images; ConAbl's style anchor)
     style_dropout_start: int = 0  # first step using it (the shipped run: see docs/minicanvas.md)
     min_snr_gamma: float = 5.0
+    object_weight: str = ""  # sampling-weight multipliers, e.g. "hexagon=4" (shipped fine-tune)
     ema_decay: float = 0.995  # fast EMA: a slow one trails raw weights on short runs
     ckpt_every: int = 200
     eval_per_pair: int = 2  # sampled images per pair for the report
@@ -238,6 +239,7 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
         step, losses, seconds = ck["step"], ck["losses"], ck["seconds"]
         log(f"unet: resumed at step {step}")
     g = torch.Generator().manual_seed(cfg.seed + 5 + step)  # resumable stream (per-resume reseed)
+    weights = _sample_weights(cfg.object_weight, world.objects, data["o"])
     unet.train()
     te.train()
     t_last = time.time()
@@ -247,7 +249,10 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
                                                       cfg.unet_steps // 3, cfg.unet_lr, 0.1)
         for grp in opt.param_groups:
             grp["lr"] = lr
-        idx = torch.randint(0, len(mean), (cfg.unet_batch,), generator=g)
+        if weights is None:
+            idx = torch.randint(0, len(mean), (cfg.unet_batch,), generator=g)
+        else:
+            idx = torch.multinomial(weights, cfg.unet_batch, replacement=True, generator=g)
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
         ids = ids_all[pair[idx]].clone()
         r = torch.rand(cfg.unet_batch, generator=g)
@@ -284,6 +289,19 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
     te.eval()
     return {"steps": step, "seconds": seconds, "ema": ema,
             "loss_curve": [float(np.mean(losses[i:i + 100])) for i in range(0, len(losses), 100)]}
+
+
+def _sample_weights(spec: str, objects: tuple, obj_of: np.ndarray) -> torch.Tensor | None:
+    """Per-image sampling weights from "name=w,name=w" (None: uniform sampling)."""
+    if not spec:
+        return None
+    mult = np.ones(len(objects))
+    for item in spec.split(","):
+        name, _, w = item.partition("=")
+        if name.strip() not in objects:
+            raise ValueError(f"object_weight: unknown object {name.strip()!r}")
+        mult[objects.index(name.strip())] = float(w)
+    return torch.from_numpy(mult[obj_of]).float()
 
 
 def _joint_state(unet, te) -> dict:

@@ -35,6 +35,22 @@ def exact_projector(C: torch.Tensor) -> torch.Tensor:
     return (torch.eye(C.shape[0], dtype=torch.float64) - Q @ Q.T).float()
 
 
+def deflate(C: torch.Tensor, T: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+    """C − Q·Qᵀ·C with Q an orthonormal basis of span(T) (d x m; rank by SVD, rtol).
+
+    Removes the target's own directions from a protected basis, so that P·t = t for t ∈ span(T):
+    in a compositional vocabulary the target's embedding lies in the span of its neighbours
+    ("neon stripes" ≈ "neon dots" + "ember stripes" − "ember dots"), and an undeflated P would
+    block the erasure itself. A neighbour keeps protection for its component orthogonal to T.
+    """
+    if T.numel() == 0:
+        return C
+    U, S, _ = torch.linalg.svd(T.double(), full_matrices=False)
+    Q = U[:, : int((S > S.max() * rtol).sum())]
+    Cd = C.double()
+    return (Cd - Q @ (Q.T @ Cd)).to(C.dtype)
+
+
 def project_rows(G: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     """G·P along the input (text) dimension of an (out x d) matrix."""
     return G @ P.to(G.dtype)

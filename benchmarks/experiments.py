@@ -65,13 +65,22 @@ def num(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+CHAIN_VARIANTS = {
+    "plain": ["--preserve", "none"],
+    "l2": ["--preserve", "none", "--l2", "{l2}"],
+    "preserve": [],  # the MiniCanvas default: --preserve world
+}
+
+
 def chain(args) -> dict:
     styles = world().sequences["style"][: args.n]
     rows = {}
-    for label, extra in (("plain", []), (f"l2={args.l2:g}", ["--l2", str(args.l2)])):
+    for name in args.variants.split(","):
+        extra = [x.format(l2=f"{args.l2:g}") for x in CHAIN_VARIANTS[name]]
+        label = " ".join(extra) or "default (--preserve world)"
+        tag = name if name != "l2" else f"l2_{args.l2:g}"
         paths, parent = [], None
         for i, s in enumerate(styles):
-            tag = "plain" if not extra else f"l2_{args.l2:g}"
             parent = erase(args.work, f"chain_{tag}_{i + 1}", s, parent, *extra)
             paths.append(parent)
         ev = evaluate(paths, "--with-base")
@@ -81,12 +90,12 @@ def chain(args) -> dict:
                         "l2": None if i == 0 else dr["states"][i - 1]["l2"],
                         "l2_vs_parent": None if i == 0 else dr["states"][i - 1]["l2_vs_parent"]}
                        for i, s in enumerate(ev["states"])]
-    md = [f"# Sequential style erasure on MiniCanvas: plain vs L2-SP ({args.n} requests)\n",
-          "Default `cu erase` (ConAbl, kv-xattn) chained with `--from`; each state evaluated with "
-          "`cu eval --with-base` (minicanvas-style protocol: erased + 4 retained styles × 4 retained "
-          "objects × 10 seeds). Drift from `cu drift`.\n"]
+    md = [f"# Sequential style erasure on MiniCanvas ({args.n} requests)\n",
+          "`cu erase` (ConAbl, kv-xattn, MiniCanvas defaults otherwise) chained with `--from`; each "
+          "state evaluated with `cu eval --with-base` (minicanvas-style protocol: erased + 4 "
+          "retained styles × 4 retained objects × 10 seeds). Drift from `cu drift`.\n"]
     for label, rs in rows.items():
-        md += [f"\n## {label}\n", "| step | last erased | UA | RA-I | RA-C | ‖θ−θ₀‖ | ‖θ−θₙ₋₁‖ |",
+        md += [f"\n## `{label}`\n", "| step | last erased | UA | RA-I | RA-C | ‖θ−θ₀‖ | ‖θ−θₙ₋₁‖ |",
                "|---|---|---|---|---|---|---|"]
         for r in rs:
             md.append(f"| {r['step']} | {r['erased'][-1] if r['step'] else 'base'} | "
@@ -128,14 +137,15 @@ def projection(args) -> dict:
 
 def ties(args) -> dict:
     styles = world().sequences["style"][: args.n]
-    singles = [erase(args.work, f"single_{i + 1}", s) for i, s in enumerate(styles)]
+    plain = CHAIN_VARIANTS["plain"]  # TIES vs the unregularized chain: both without --preserve
+    singles = [erase(args.work, f"single_{i + 1}", s, None, *plain) for i, s in enumerate(styles)]
     merged = os.path.join(args.work, f"ties_{args.n}_{args.lam:g}_{args.density:g}.safetensors")
     if not os.path.exists(merged):
         cu("merge", *singles, "--method", "ties", "--lambda", str(args.lam), "--density",
            str(args.density), "-o", merged, "-q")
     seq, parent = [], None
     for i, s in enumerate(styles):
-        parent = erase(args.work, f"chain_plain_{i + 1}", s, parent)
+        parent = erase(args.work, f"chain_plain_{i + 1}", s, parent, *plain)
         seq.append(parent)
     ev = evaluate([merged, seq[-1]])
     res = {"styles": styles, "lambda": args.lam, "density": args.density,
@@ -157,6 +167,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--l2", type=float, default=25000.0)
     p.add_argument("--target", default=None)
+    p.add_argument("--variants", default="plain,l2,preserve")
     p.add_argument("--top-m", type=int, default=12)
     p.add_argument("--near", type=int, default=6)
     p.add_argument("--lam", type=float, default=2.75)

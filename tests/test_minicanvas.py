@@ -55,6 +55,22 @@ def test_tokenizer_and_embeddings_distinguish_captions(pipe):
     assert (emb[0] - emb[1]).abs().max() > 1e-3 and (emb[0] - emb[2]).abs().max() > 1e-3
 
 
+def test_code_built_tokenizer_is_the_shipped_one(pipe):
+    """The training recipe rebuilds the tokenizer in code when it resumes or fine-tunes; it must
+    give the ids the shipped weights were trained with (including the four words whose BPE
+    merges collide and stay split: heart, square, stripes, triangle)."""
+    from cu_cli.models.minicanvas_arch import build_tokenizer
+
+    w = load_world()
+    tok = build_tokenizer(w.vocabulary())
+    assert tok.get_vocab() == pipe.tokenizer.get_vocab()
+    caps = [w.caption(o, s) for o in w.objects for s in w.styles] + [w.caption(o, None)
+                                                                    for o in w.objects]
+    assert tok(caps).input_ids == pipe.tokenizer(caps).input_ids
+    split = sorted(x for x in w.vocabulary() if len(tok(x, add_special_tokens=False).input_ids) > 1)
+    assert split == ["heart", "square", "stripes", "triangle"]
+
+
 def test_classifiers_on_fresh_renders():
     from cu_cli.models.classifiers import load_image_classifier
 

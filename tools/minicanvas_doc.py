@@ -53,7 +53,8 @@ def main() -> None:
         f"{cfg.get('style_dropout_start', 0)}, EMA {cfg['ema_decay']}) in "
         f"{r['unet']['seconds'] / 60:.0f} min on 2 CPU cores. "
         f"Weights shipped: {r['chosen_weights']}.\n",
-        *([f"History of the shipped run: {h}\n" for h in r.get("history", [])]),
+        *(["History of the shipped run:\n", *[f"- {h}" for h in r.get("history", [])], ""]
+          if r.get("history") else []),
         "| check | object | style |", "|---|---|---|",
         f"| classifiers, held-out renders | {r['object_classifier']['heldout_accuracy']:.2f} % | "
         f"{r['style_classifier']['heldout_accuracy']:.2f} % |",

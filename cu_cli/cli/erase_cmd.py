@@ -59,8 +59,8 @@ def erase_command(
     basis: Annotated[Optional[str], typer.Option(
         "--basis", help="Projection basis from `cu project-basis` (same base).")] = None,
     free_target: Annotated[Optional[str], typer.Option(
-        "--free-target", help="With --basis: remove the target's own directions from the basis: "
-                              "concept (default) | tokens | none (the reference).")] = None,
+        "--free-target", help="With --basis: none (default, the reference) | concept (remove the "
+                              "target's own embedding from the basis first).")] = None,
     project_update: Annotated[Optional[bool], typer.Option(
         "--project-update/--no-project-update",
         help="Also project each Adam update exactly (cu extension).")] = None,

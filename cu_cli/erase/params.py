@@ -36,8 +36,8 @@ class EraseConfig:
     # schedule); default 50 on SD (reference), 10 on MiniCanvas (keeps scoring <= 15 % of a request)
     selft_pairs: int | None = None  # (target, anchor) pairs scored; default 2 MiniCanvas, 1 else
     selft_remask: bool = False  # re-apply the SelFT mask after projection (cu extension)
-    free_target: str = "concept"  # with --basis: target directions removed from C before P is
-    # built (erase/freeing.py): none (the reference) | concept | tokens
+    free_target: str = "none"  # with --basis: the target's directions removed from C before P
+    # is built (erase/freeing.py): none (the reference) | concept
     project_update: bool = False  # exact W ← W_prev + ΔW·P after each step (cu extension)
     clip: float | None = None  # grad-norm clip; default 1.0 ConAbl, none for ESD/EraseDiff
     weight_decay: float | None = None  # AdamW decay; default 0.01 ConAbl, 0 otherwise
@@ -129,8 +129,8 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
         raise UsageError("--reg-ref must be parent or base")
     if cfg.match not in ("word", "substring"):
         raise UsageError("--match must be word or substring")
-    if cfg.free_target not in ("none", "concept", "tokens"):
-        raise UsageError("--free-target must be none, concept or tokens")
+    if cfg.free_target not in ("none", "concept"):
+        raise UsageError("--free-target must be none or concept")
     if cfg.selft_scoring not in ("trajectory", "reference"):
         raise UsageError("--selft-scoring must be trajectory or reference")
     if cfg.selft_topk is not None and not 0 < cfg.selft_topk <= 1:

@@ -67,7 +67,12 @@ SCHEDULER_CONFIG = dict(
 
 
 def build_tokenizer(words: list[str]) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer whose merges spell each world word as one token.
+    """A CLIP BPE tokenizer with merges for every world word, added word by word in sorted order.
+
+    Most words become one token; four (heart, square, stripes, triangle) stay split into 3–7
+    because a merge of an earlier word outranks theirs (e.g. "ring"'s r+i), as SD's BPE splits
+    rare words. The shipped weights were trained with exactly this tokenizer, and the recipe
+    rebuilds it in code when it resumes, so it must not change (tests/test_minicanvas.py).
 
     Characters a-z, digits and punctuation are always in the vocabulary, so any prompt encodes;
     unknown words become character tokens (distinct prompts get distinct ids).

@@ -80,20 +80,3 @@ def concept_embeddings(pipe, concepts: list[str], template: str) -> torch.Tensor
     """Embedding of each concept in its templated prompt (e.g. "An image of a {x}"): [n, d]."""
     return token_embeddings(pipe, [template.format(x=c) for c in concepts])
 
-
-@torch.no_grad()
-def concept_token_states(pipe, prompts: list[str], concept: str) -> torch.Tensor:
-    """Hidden states at the positions of ``concept``'s tokens in each prompt that contains them
-    (matched as a token subsequence, first occurrence): [n, d] fp32 on the CPU."""
-    tok = pipe.tokenizer
-    sub = tok(concept.lower(), add_special_tokens=False).input_ids
-    ids = tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
-              truncation=True, return_tensors="pt").input_ids
-    rows = []
-    hidden = _hidden_states(pipe, prompts, ids) if sub else None
-    for j, seq in enumerate(ids.tolist()):
-        for a in range(1, len(seq) - len(sub) + 1):
-            if seq[a:a + len(sub)] == sub:
-                rows.append(hidden[j, a:a + len(sub)].float().cpu())
-                break
-    return torch.cat(rows) if rows else torch.zeros(0, _width(pipe))

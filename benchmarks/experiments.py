@@ -107,26 +107,31 @@ def chain(args) -> dict:
 def projection(args) -> dict:
     w = world()
     target = args.target or w.sequences["style"][0]
-    basis = os.path.join(args.work, "basis_" + target.replace(" ", "_") + ".safetensors")
+    slug = target.replace(" ", "_")
+    basis = os.path.join(args.work, f"basis_{slug}_{args.top_m}.safetensors")
     if not os.path.exists(basis):
         cu("project-basis", "--concept", target, "-o", basis, "--top-m", str(args.top_m), "-q")
     info = json.loads(cu("inspect", basis, "--json"))
     near = [c for c in info["basis"]["concepts"] if c in w.styles and c != target][: args.near]
-    plain = erase(args.work, "proj_plain_" + target.replace(" ", "_"), target)
-    proj = erase(args.work, "proj_basis_" + target.replace(" ", "_"), target, None,
-                 "--basis", basis)
+    bare = CHAIN_VARIANTS["plain"]  # isolate the projection: no retained-token penalty
+    models = {"plain": erase(args.work, f"proj_plain_{slug}", target, None, *bare)}
+    for ft in ("none", "concept"):
+        models[f"basis, --free-target {ft}"] = erase(
+            args.work, f"proj_basis_{slug}_{args.top_m}_{ft}", target, None, *bare, "--basis",
+            basis, "--free-target", ft)
     retain = os.path.join(args.work, "near.txt")
     with open(retain, "w") as f:
         f.write("\n".join(near) + "\n")
-    ev = evaluate([plain, proj], "--with-base", "--retain-file", retain)
+    ev = evaluate(list(models.values()), "--with-base", "--retain-file", retain)
     res = {"target": target, "near": near, "basis_concepts": info["basis"]["concepts"],
            "states": [{"name": n, "ua": s["metrics"]["ua"], "near_mean": s["metrics"]["ra_i"],
                        "per_concept": {c: s["metrics"]["per_concept"].get(c) for c in near}}
-                      for n, s in zip(("base", "plain", "basis"), ev["states"])]}
+                      for n, s in zip(["base", *models], ev["states"])]}
     md = [f"# Gradient projection on MiniCanvas: erasing {target!r}\n",
           f"Basis: `cu project-basis --concept {target!r} --top-m {args.top_m}` "
-          f"({len(info['basis']['concepts'])} concepts). Nearest styles evaluated: "
-          f"{', '.join(near)}.\n", "| model | UA | mean acc. of nearest styles | "
+          f"({', '.join(info['basis']['concepts'])}). Erase: MiniCanvas ConAbl defaults with "
+          "`--preserve none` (projection alone). Nearest styles evaluated (`cu eval "
+          f"--retain-file`): {', '.join(near)}.\n", "| model | UA | mean acc. of nearest styles | "
           + " | ".join(near) + " |", "|---|---|---|" + "---|" * len(near)]
     for s in res["states"]:
         md.append(f"| {s['name']} | {fmt(s['ua'])} | {fmt(s['near_mean'])} | "
@@ -160,9 +165,44 @@ def ties(args) -> dict:
     return res
 
 
+def erased(args) -> dict:
+    """Does projecting out previously erased concepts keep them erased (project-basis
+    --include-erased, on by default)? Two requests: A from the base, then B from A."""
+    w = world()
+    a, b = w.sequences["style"][:2]
+    bare = CHAIN_VARIANTS["plain"]
+    first = erase(args.work, "erased_A", a, None, *bare)
+    models = {"no basis": erase(args.work, "erased_B_plain", b, first, *bare)}
+    for flag in ("--include-erased", "--no-include-erased"):
+        basis = os.path.join(args.work, f"erased_basis{flag}.safetensors")
+        if not os.path.exists(basis):
+            cu("project-basis", "--concept", b, "--from", first, flag, "--top-m",
+               str(args.top_m), "-o", basis, "-q")
+        models[f"basis {flag}"] = erase(args.work, f"erased_B{flag}", b, first, *bare, "--basis",
+                                        basis, "--free-target", "concept")
+    ev = evaluate([first, *models.values()])
+    res = {"first": a, "second": b, "states": [
+        {"name": n, "acc_first": s["metrics"]["per_concept"].get(a),
+         "acc_second": s["metrics"]["per_concept"].get(b), "ra_i": s["metrics"]["ra_i"],
+         "ra_c": s["metrics"]["ra_c"]}
+        for n, s in zip([f"after A ({a})", *models], ev["states"])]}
+    md = [f"# Previously erased concepts in the basis: {a!r} then {b!r}\n",
+          f"`cu erase --concept {a!r}` from the base, then `--concept {b!r}` from it: without a "
+          f"basis, and with `cu project-basis --from A --top-m {args.top_m}` with and without "
+          "`--include-erased` (erase `--free-target concept --preserve none`). A lower accuracy "
+          "on the first concept = still erased.\n",
+          f"| model | acc. {a} (erased first) | acc. {b} (erased second) | RA-I | RA-C |",
+          "|---|---|---|---|---|"]
+    for s in res["states"]:
+        md.append(f"| {s['name']} | {fmt(s['acc_first'])} | {fmt(s['acc_second'])} | "
+                  f"{fmt(s['ra_i'])} | {fmt(s['ra_c'])} |")
+    res["md"] = "\n".join(md) + "\n"
+    return res
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["chain", "projection", "ties"])
+    p.add_argument("what", choices=["chain", "projection", "ties", "erased"])
     p.add_argument("--work", default="/tmp/cu-experiments")
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--l2", type=float, default=25000.0)
@@ -176,7 +216,7 @@ def main() -> None:
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
-    res = {"chain": chain, "projection": projection, "ties": ties}[a.what](a)
+    res = {"chain": chain, "projection": projection, "ties": ties, "erased": erased}[a.what](a)
     name = a.what + (f"_{a.tag}" if a.tag else "")
     with open(os.path.join(RESULTS, name + ".json"), "w") as f:
         json.dump({k: v for k, v in res.items() if k != "md"}, f, indent=1)

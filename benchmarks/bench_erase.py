@@ -20,7 +20,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STYLE = "neon stripes"
 
 
+REPEAT = int(os.environ.get("CU_BENCH_REPEAT", "2"))
+
+
 def run(args: list[str], env: dict) -> tuple[float, dict]:
+    """Best of REPEAT fresh processes (per-step time on 2 shared cores varies by ±30 %)."""
+    best = None
+    for i in range(REPEAT):
+        res = _run_once(args[:-1] + [args[-1].replace(".safetensors", f".{i}.safetensors")], env)
+        if best is None or res[1]["params"]["loop_seconds"] < best[1]["params"]["loop_seconds"]:
+            best = res
+    return best
+
+
+def _run_once(args: list[str], env: dict) -> tuple[float, dict]:
     t = time.time()
     out = subprocess.run([sys.executable, "-m", "cu_cli", *args, "-q"], capture_output=True,
                          text=True, env=env)
@@ -39,7 +52,7 @@ def main() -> None:
     o = lambda n: ["-o", os.path.join(work, n + ".safetensors")]  # noqa: E731
     rows = []
     bare = ["--preserve", "none"]
-    cold, st = run(["erase", "--concept", STYLE, *o("cold")], env)
+    cold, st = _run_once(["erase", "--concept", STYLE, *o("cold")], env)  # once: caches fill
     rows.append(("default (--preserve world), caches cold", cold, st))
     warm, st = run(["erase", "--concept", STYLE, *bare, *o("warm")], env)
     rows.append(("bare objective (--preserve none), caches warm", warm, st))
@@ -64,8 +77,9 @@ def main() -> None:
              f"{platform.machine()}, {os.cpu_count()} cores, torch threads default. "
              f"One style ({STYLE!r}), ConAbl with the MiniCanvas defaults; each row is a fresh "
              "`cu erase` process (wall time includes start-up, imports and model loading; "
-             "'cold' = empty anchor-image and fingerprint caches). 'vs bare step' compares "
-             "the loop's time per step with the bare objective's.\n",
+             "'cold' = empty anchor-image and fingerprint caches). Warm rows: the best of "
+             f"{REPEAT} runs by loop time. 'vs bare step' compares the loop's time per step with "
+             "the bare objective's.\n",
              "| run | wall s | loop s | s/step | vs bare step | SelFT scoring s | SelFT share of request |",
              "|---|---|---|---|---|---|---|"]
     for name, wall, st in rows:

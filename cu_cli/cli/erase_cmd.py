@@ -49,7 +49,7 @@ def erase_command(
                            "its other concepts, protocol retain sets held out) | none | FILE "
                            "of prompts.")] = None,
     preserve_weight: Annotated[Optional[float], typer.Option(
-        "--preserve-weight", help="Weight of that retained-token penalty (default 10).")] = None,
+        "--preserve-weight", help="Weight of that retained-token penalty (default 0.25).")] = None,
     reg_ref: Annotated[Optional[str], typer.Option(
         "--reg-ref", help="SP reference: parent (default) | base.")] = None,
     selft_topk: Annotated[Optional[float], typer.Option(

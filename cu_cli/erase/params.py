@@ -75,7 +75,7 @@ MINICANVAS_DEFAULTS = {
                       hflip=False),
 }
 # Retained-token penalty weight (measured on MiniCanvas, docs/erase.md; untuned on SD).
-PRESERVE_WEIGHT = 10.0
+PRESERVE_WEIGHT = 0.25
 # The reference scripts' SD1.x values (method-notes §2–§4).
 SD_DEFAULTS = {
     "conabl": dict(steps=1000, lr=8e-6, batch=4, clip=1.0, weight_decay=0.01, anchor_images=200,

@@ -52,6 +52,7 @@ def test_huge_preserve_weight_keeps_preserved_prompts_kv(tmp_path, tiny_sd1):
     assert plain > 1e-3
     assert kept < 0.1 * plain
     assert runs["kept"].params["preserve_prompts"] == len(KEEP)
+    assert runs["kept"].params["preserve_prompts_sha256"].startswith("sha256:")
     assert runs["plain"].params["preserve_prompts"] == 0  # none by default on SD bases
 
 

@@ -146,7 +146,7 @@ def run_erase(req: EraseRequest) -> EraseResult:
         selft_seconds = time.time() - ts
     from cu_cli.erase.engine import Engine
 
-    preserve_M, kept = _preserve_moment(ctx, req)
+    preserve_M, kept, kept_sha = _preserve_moment(ctx, req)
     engine = Engine(ctx, sp_ref, projector, masks, preserve_M)
     loss_val = float("nan")
     t_loop = time.time()
@@ -177,7 +177,8 @@ def run_erase(req: EraseRequest) -> EraseResult:
              "anchors": [p.anchor for p in pairs], "kinds": [p.kind for p in pairs],
              "trainable_params": sum(p.numel() for p in ctx.trainable.values()),
              "loop_seconds": round(loop_seconds, 3), "selft_seconds": round(selft_seconds, 3),
-             "final_loss": loss_val, "preserve_prompts": kept}
+             "final_loss": loss_val, "preserve_prompts": kept,
+             "preserve_prompts_sha256": kept_sha}
     if masks is not None:
         extra["selft_kept"] = int(sum(int(m.sum()) for m in masks.values()))
     if C is not None:
@@ -197,7 +198,9 @@ def run_erase(req: EraseRequest) -> EraseResult:
 
 
 def _preserve_moment(ctx, req: EraseRequest):
-    """(M, number of preserved prompts) of the retained-token penalty, or (None, 0) when off."""
+    """(M, number of preserved prompts, their sha256) of the retained-token penalty, or
+    (None, 0, None) when it is off."""
+    import hashlib
     import re
 
     from cu_cli.erase.preserve import preserve_prompts
@@ -205,22 +208,23 @@ def _preserve_moment(ctx, req: EraseRequest):
 
     cfg = ctx.cfg
     if cfg.preserve == "none" or not cfg.preserve_weight:
-        return None, 0
+        return None, 0, None
     prompts = preserve_prompts(cfg.preserve, req.concepts, ctx.world, req.preserve_prompts)
     if not prompts:
         log.warning("--preserve %s: no prompts left after removing targets and held-out "
                     "retain concepts; the penalty is off", cfg.preserve)
-        return None, 0
+        return None, 0, None
     if not any(re.search(r"\.attn2\.to_[kv]\.weight$", k) for k in ctx.trainable):
         log.warning("--preserve has no effect with --params %s (no attn2.to_k/to_v weight trains)",
                     cfg.params)
-        return None, 0
+        return None, 0, None
     import torch
 
     with torch.no_grad():
         states = torch.cat([ctx.pipe.encode_text(prompts[i:i + 256]).float()
                             for i in range(0, len(prompts), 256)])
-    return second_moment(states), len(prompts)
+    sha = "sha256:" + hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+    return second_moment(states), len(prompts), sha
 
 
 def _basis_warnings(bh, req, ident, parent_header=None) -> list[str]:

@@ -69,6 +69,7 @@ CHAIN_VARIANTS = {
     "plain": ["--preserve", "none"],
     "l2": ["--preserve", "none", "--l2", "{l2}"],
     "preserve": [],  # the MiniCanvas default: --preserve world
+    "retain": ["--preserve-weight", "1", "--steps", "250"],  # sample_requests/..._retain.yaml
 }
 
 

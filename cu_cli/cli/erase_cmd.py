@@ -86,9 +86,10 @@ def erase_command(
         preserve = "file"
     cfg, extra = build_config(yaml_values, dict(
         method=method, kind=kind, anchor=anchor, params=params, steps=steps, lr=lr, batch=batch,
-        l1=l1, l2=l2, preserve=preserve, preserve_weight=preserve_weight, reg_ref=reg_ref, selft_topk=selft_topk, selft_scoring=selft_scoring,
-        project_update=project_update, free_target=free_target, anchor_images=anchor_images,
-        anchor_steps=anchor_steps), allowed_extra={"concepts", "basis", "base", "from", "seed"})
+        l1=l1, l2=l2, preserve=preserve, preserve_weight=preserve_weight, reg_ref=reg_ref,
+        selft_topk=selft_topk, selft_scoring=selft_scoring, project_update=project_update,
+        free_target=free_target, anchor_images=anchor_images, anchor_steps=anchor_steps),
+        allowed_extra={"concepts", "basis", "base", "from", "seed"})
     concepts = list(concept or []) or list(extra.get("concepts") or [])
     if concepts_file:
         concepts += read_lines(concepts_file)

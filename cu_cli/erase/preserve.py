@@ -13,7 +13,8 @@ from __future__ import annotations
 from cu_cli._util.errors import UsageError
 
 
-def preserve_prompts(mode: str, targets: list[str], world, file_prompts: list[str] | None) -> list[str]:
+def preserve_prompts(mode: str, targets: list[str], world,
+                     file_prompts: list[str] | None) -> list[str]:
     if mode == "none":
         return []
     if mode == "file":
@@ -24,7 +25,8 @@ def preserve_prompts(mode: str, targets: list[str], world, file_prompts: list[st
         raise UsageError(f"preserve {mode!r}: use world, none or a file of prompts")
     if world is None:
         raise UsageError("--preserve world needs the MiniCanvas base; give a file of prompts")
-    held_out = set(targets) | set(world.retain.get("style", [])) | set(world.retain.get("object", []))
+    held_out = (set(targets) | set(world.retain.get("style", []))
+                | set(world.retain.get("object", [])))
     objects = [o for o in world.objects if o not in held_out]
     styles = [s for s in world.styles if s not in held_out]
     prompts = [world.caption(o, s) for o in objects for s in styles]

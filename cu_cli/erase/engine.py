@@ -22,6 +22,11 @@ from cu_cli.ops.projection import project_rows
 _KV = re.compile(r"\.attn2\.to_[kv]\.weight$")
 
 
+def kv_keys(trainable: dict) -> list[str]:
+    """The trainable 2-D cross-attention K/V weights (what projection and --preserve act on)."""
+    return [k for k, p in trainable.items() if _KV.search(k) and p.dim() == 2]
+
+
 class Engine:
     def __init__(self, ctx, sp_ref: dict, projector: torch.Tensor | None = None,
                  masks: dict | None = None, preserve_M: torch.Tensor | None = None):
@@ -30,7 +35,7 @@ class Engine:
         self.sp_ref = sp_ref
         self.P = None if projector is None else projector.to(next(iter(ctx.trainable.values())).device)
         self.masks = masks
-        self.kv = [k for k, p in ctx.trainable.items() if _KV.search(k) and p.dim() == 2]
+        self.kv = kv_keys(ctx.trainable)
         if self.P is not None and not self.kv:
             from cu_cli._util.errors import UsageError
 
@@ -41,9 +46,7 @@ class Engine:
             if bad:
                 raise CuError(f"basis dimension {self.P.shape[0]} does not match {bad[0]} "
                               f"(input dim {ctx.trainable[bad[0]].shape[1]})")
-        self.M = None
-        if preserve_M is not None and self.kv and cfg.preserve_weight:
-            self.M = preserve_M.to(ctx.trainable[self.kv[0]].device)
+        self.M = None if preserve_M is None else preserve_M.to(ctx.trainable[self.kv[0]].device)
         params = list(ctx.trainable.values())
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
                                      weight_decay=cfg.weight_decay or 0.0)

@@ -30,7 +30,7 @@ def target_directions(mode: str, pipe, pairs, basis_header) -> torch.Tensor:
     templates = (basis_header.json("cu.basis.params", {}) or {}).get("templates") or {}
     prompts = []
     for p in pairs:
-        tpl = templates.get(p.kind) or templates.get("style" if p.kind == "style" else "object")
+        tpl = templates.get(p.kind) or templates.get("object")  # custom kinds: object template
         if not tpl:
             raise CuError(f"the basis records no template for kind {p.kind!r}; "
                           "--free-target concept needs a basis from `cu project-basis`")

@@ -201,8 +201,8 @@ def _preserve_moment(ctx, req: EraseRequest):
     """(M, number of preserved prompts, their sha256) of the retained-token penalty, or
     (None, 0, None) when it is off."""
     import hashlib
-    import re
 
+    from cu_cli.erase.engine import kv_keys
     from cu_cli.erase.preserve import preserve_prompts
     from cu_cli.ops.preserve import second_moment
 
@@ -214,7 +214,7 @@ def _preserve_moment(ctx, req: EraseRequest):
         log.warning("--preserve %s: no prompts left after removing targets and held-out "
                     "retain concepts; the penalty is off", cfg.preserve)
         return None, 0, None
-    if not any(re.search(r"\.attn2\.to_[kv]\.weight$", k) for k in ctx.trainable):
+    if not kv_keys(ctx.trainable):
         log.warning("--preserve has no effect with --params %s (no attn2.to_k/to_v weight trains)",
                     cfg.params)
         return None, 0, None

@@ -71,6 +71,22 @@ def test_code_built_tokenizer_is_the_shipped_one(pipe):
     assert split == ["heart", "square", "stripes", "triangle"]
 
 
+def test_style_code_is_holistic_at_eos_and_padding(pipe):
+    """The shipped text encoder was trained with the style-code loss (style_code.py): its states
+    after the words must not be a palette + texture sum (v1's were 97 % additive at those positions, which made
+    erasing one composed style without its word-sharing neighbours impossible for K/V edits);
+    the words themselves still make neighbours share (causal encoder: 'a star in neon' is the
+    same prefix in every neon style)."""
+    from cu_cli.minicanvas.style_code import nonadditive_fraction
+
+    w = load_world()
+    frac = nonadditive_fraction(pipe.text_encoder, pipe.tokenizer, w, "star")
+    assert frac["eos_and_padding"] > 0.08, frac  # v1: 0.03, shipped v2: 0.13
+    with_neon = pipe.encode_text([w.caption("star", "neon stripes"), w.caption("star", "neon dots")])
+    n_prefix = len(pipe.tokenizer("a star in neon").input_ids) - 1  # without EOS
+    assert (with_neon[0, :n_prefix] - with_neon[1, :n_prefix]).abs().max() < 1e-5
+
+
 def test_classifiers_on_fresh_renders():
     from cu_cli.models.classifiers import load_image_classifier
 

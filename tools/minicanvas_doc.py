@@ -12,6 +12,27 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _text_code(r: dict, cfg: dict) -> list[str]:
+    tc = r.get("text_code")
+    if not tc:
+        return []
+    f = [v["eos_and_padding"] for v in tc.values()]
+    a = [v["all_positions"] for v in tc.values()]
+    return [
+        "## Text code of the composed style names\n",
+        "Share of the style-dependent variance of a caption's token states that a palette + texture "
+        "(additive) model does not explain, mean over the captions of "
+        + ", ".join(tc) + f": **{100 * sum(f) / len(f):.0f} %** at the EOS and padding positions, "
+        f"{100 * sum(a) / len(a):.0f} % over all positions (the prefix up to the first style word is identical in "
+        "every style that shares that word: the encoder is causal). v1 of this base (jointly trained "
+        "encoder, no style-code loss) was 3 % / 4 %: so additive that no linear K/V edit could "
+        "remove one style without moving its word-sharing neighbours half as much. The style-code "
+        f"loss (weight {cfg.get('style_code_weight', 0):g}, cu_cli/minicanvas/style_code.py) gives "
+        "each style a holistic component, as CLIP has for named styles; shared words still make "
+        "neighbours similar.\n",
+    ]
+
+
 def main() -> None:
     sys.path.insert(0, ROOT)
     from cu_cli.world.minicanvas import load_world
@@ -55,6 +76,7 @@ def main() -> None:
         f"Weights shipped: {r['chosen_weights']}.\n",
         *(["History of the shipped run:\n", *[f"- {h}" for h in r.get("history", [])], ""]
           if r.get("history") else []),
+        *_text_code(r, cfg),
         "| check | object | style |", "|---|---|---|",
         f"| classifiers, held-out renders | {r['object_classifier']['heldout_accuracy']:.2f} % | "
         f"{r['style_classifier']['heldout_accuracy']:.2f} % |",

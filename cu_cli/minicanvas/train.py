@@ -7,7 +7,9 @@ interrupted run resumes where it stopped (``python -m cu_cli.minicanvas.train --
 Diffusion training follows DDPM (Ho et al., arXiv 2006.11239) with epsilon prediction on VAE latents
 as in Latent Diffusion (Rombach et al., CVPR 2022), caption dropout for classifier-free guidance
 (Ho & Salimans, arXiv 2207.12598) and Min-SNR-gamma loss weighting (Hang et al., arXiv 2303.09556),
-which speeds convergence of small models markedly. The text encoder is trained jointly.
+which speeds convergence of small models markedly. The text encoder is trained jointly; with
+``style_code_weight`` > 0 an auxiliary loss makes its code for the composed style names holistic
+(style_code.py), as CLIP's is for named styles.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from cu_cli.world.minicanvas import load_world, render_dataset
+from cu_cli.minicanvas.style_code import StyleCodeHead, nonadditive_fraction, style_code_loss
 from cu_cli.models.classifier import SmallCNN, load_classifier, save_classifier
 
 
@@ -46,6 +49,7 @@ class TrainConfig:
     style_dropout_start: int = 0  # first step using it (the shipped run: see docs/minicanvas.md)
     min_snr_gamma: float = 5.0
     object_weight: str = ""  # sampling-weight multipliers, e.g. "hexagon=4" (shipped fine-tune)
+    style_code_weight: float = 0.0  # weight of the holistic style-code loss (style_code.py)
     ema_decay: float = 0.995  # fast EMA: a slow one trails raw weights on short runs
     ckpt_every: int = 200
     eval_per_pair: int = 2  # sampled images per pair for the report
@@ -225,10 +229,13 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
 
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    head = None
+    if cfg.style_code_weight > 0:
+        head = StyleCodeHead(te.config.hidden_size, len(styles), seed=cfg.seed + 6)
     ema = {k: v.detach().clone() for k, v in _joint_state(unet, te).items()}
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
-    step, losses, seconds = 0, [], 0.0
+    step, losses, seconds, code_losses = 0, [], 0.0, []
     path = os.path.join(work, "unet_state.pt")
     if os.path.exists(path):
         ck = torch.load(path, weights_only=True)
@@ -238,6 +245,7 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
         ema = ck["ema"]
         step, losses, seconds = ck["step"], ck["losses"], ck["seconds"]
         log(f"unet: resumed at step {step}")
+    style_of = torch.from_numpy(data["s"])
     g = torch.Generator().manual_seed(cfg.seed + 5 + step)  # resumable stream (per-resume reseed)
     weights = _sample_weights(cfg.object_weight, world.objects, data["o"])
     unet.train()
@@ -260,12 +268,18 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
             style_drop = (r >= cfg.caption_dropout) & (r < cfg.caption_dropout + cfg.style_dropout)
             ids[style_drop] = ids_obj[obj_of[idx][style_drop]]
         ids[r < cfg.caption_dropout] = ids_empty
+        full = r >= cfg.caption_dropout + (cfg.style_dropout if step >= cfg.style_dropout_start else 0)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
         zt = sched.add_noise(z0, noise, t)
-        pred = unet(zt, t, encoder_hidden_states=te(ids)[0]).sample
+        states = te(ids)[0]
+        pred = unet(zt, t, encoder_hidden_states=states).sample
         w = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]  # Min-SNR-gamma, eps-prediction
         loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        if head is not None:
+            code = style_code_loss(head, states, ids, style_of[idx], te.config.eos_token_id, full)
+            code_losses.append(code.item())
+            loss = loss + cfg.style_code_weight * code
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -280,7 +294,8 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
             seconds += now - t_last
             t_last = now
             log(f"unet step {step}/{cfg.unet_steps} loss(avg50) {np.mean(losses[-50:]):.4f} "
-                f"lr {lr:.2e} {seconds / step:.2f}s/step")
+                f"lr {lr:.2e} {seconds / step:.2f}s/step"
+                + (f" style-code {np.mean(code_losses[-50:]):.3f}" if head is not None else ""))
         if step % cfg.ckpt_every == 0 or step == cfg.unet_steps:
             _atomic_torch_save({"unet": unet.state_dict(), "te": te.state_dict(),
                                 "opt": opt.state_dict(), "ema": ema, "step": step,
@@ -377,6 +392,8 @@ def run(work: str, out: str | None, cfg: TrainConfig) -> dict:
     if chosen == "raw":
         _load_joint(comps["unet"], comps["text_encoder"], raw)
     report["chosen_weights"] = chosen
+    report["text_code"] = {o: nonadditive_fraction(comps["text_encoder"], comps["tokenizer"], world, o)
+                           for o in ("star", "house")}
     report["samples"] = report[f"samples_{chosen}"]
     report["wall_seconds_this_run"] = time.time() - t_start
     pipe_dir = os.path.join(work, "pipeline")

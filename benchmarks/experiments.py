@@ -1,6 +1,7 @@
 """MiniCanvas experiments behind the issue notes, run exactly as a user would: shell-style chains
 of ``cu`` commands (subprocesses), results as JSON + Markdown under ``docs/results/``.
 
+  python benchmarks/experiments.py single --n 6            # one default request per style
   python benchmarks/experiments.py chain --n 6 [--l2 W]   # sequential erasures, plain vs L2-SP
   python benchmarks/experiments.py projection             # erase with / without a projection basis
   python benchmarks/experiments.py ties --n 12            # TIES over independent erasures
@@ -71,6 +72,30 @@ CHAIN_VARIANTS = {
     "preserve": [],  # the MiniCanvas default: --preserve world
     "retain": ["--preserve-weight", "1", "--steps", "250"],  # sample_requests/..._retain.yaml
 }
+
+
+def single(args) -> dict:
+    """One request from the base for each of the first ``--n`` styles of the erase order, MiniCanvas
+    defaults (the issue's single-style criterion, for every style rather than one)."""
+    styles = world().sequences["style"][: args.n]
+    paths = [erase(args.work, f"default_{i + 1}", s) for i, s in enumerate(styles)]
+    ev = evaluate(paths)
+    rows = [{"erased": s, **{k: st["metrics"][k] for k in ("ua", "ra_i", "ra_c")},
+             "per_concept": st["metrics"]["per_concept"]} for s, st in zip(styles, ev["states"])]
+    retained = [c for c in rows[0]["per_concept"] if c != styles[0]]
+    md = ["# One style erased from the base, MiniCanvas defaults\n",
+          f"`cu erase --concept S` (ConAbl, `--preserve world`, MiniCanvas defaults, seed 42) for "
+          f"each of the first {args.n} styles of the erase order, each evaluated with `cu eval` "
+          "(erased style + 4 retained styles × 4 retained objects × 10 seeds).\n",
+          "| erased | UA | RA-I | RA-C | " + " | ".join(retained) + " |",
+          "|---|---|---|---|" + "---|" * len(retained)]
+    for r in rows:
+        md.append(f"| {r['erased']} | {fmt(r['ua'])} | {fmt(r['ra_i'])} | {fmt(r['ra_c'])} | "
+                  + " | ".join(fmt(r["per_concept"].get(c)) for c in retained) + " |")
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("ua", "ra_i", "ra_c")}
+    md.append(f"| **mean** | {fmt(mean['ua'])} | {fmt(mean['ra_i'])} | {fmt(mean['ra_c'])} |"
+              + " |" * len(retained))
+    return {"rows": rows, "mean": mean, "md": "\n".join(md) + "\n"}
 
 
 def chain(args) -> dict:
@@ -241,7 +266,8 @@ def similarity(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["chain", "projection", "ties", "erased", "similarity"])
+    p.add_argument("what", choices=["single", "chain", "projection", "ties", "erased",
+                                    "similarity"])
     p.add_argument("--work", default="/tmp/cu-experiments")
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--l2", type=float, default=25000.0)
@@ -255,7 +281,7 @@ def main() -> None:
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
-    res = {"chain": chain, "projection": projection, "ties": ties, "erased": erased,
+    res = {"single": single, "chain": chain, "projection": projection, "ties": ties, "erased": erased,
             "similarity": similarity}[a.what](a)
     name = a.what + (f"_{a.tag}" if a.tag else "")
     with open(os.path.join(RESULTS, name + ".json"), "w") as f:

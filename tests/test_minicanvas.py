@@ -81,7 +81,7 @@ def test_style_code_is_holistic_at_eos_and_padding(pipe):
 
     w = load_world()
     frac = nonadditive_fraction(pipe.text_encoder, pipe.tokenizer, w, "star")
-    assert frac["eos_and_padding"] > 0.08, frac  # v1: 0.03, shipped v2: 0.13
+    assert frac["eos_and_padding"] > 0.3, frac  # v1: 0.03, v2: 0.13, shipped v3: 0.56
     with_neon = pipe.encode_text([w.caption("star", "neon stripes"), w.caption("star", "neon dots")])
     n_prefix = len(pipe.tokenizer("a star in neon").input_ids) - 1  # without EOS
     assert (with_neon[0, :n_prefix] - with_neon[1, :n_prefix]).abs().max() < 1e-5

@@ -23,13 +23,14 @@ def _text_code(r: dict, cfg: dict) -> list[str]:
         "Share of the style-dependent variance of a caption's token states that a palette + texture "
         "(additive) model does not explain, mean over the captions of "
         + ", ".join(tc) + f": **{100 * sum(f) / len(f):.0f} %** at the EOS and padding positions, "
-        f"{100 * sum(a) / len(a):.0f} % over all positions (the prefix up to the first style word is identical in "
-        "every style that shares that word: the encoder is causal). v1 of this base (jointly trained "
-        "encoder, no style-code loss) was 3 % / 4 %: so additive that no linear K/V edit could "
+        f"{100 * sum(a) / len(a):.0f} % over all positions (the prefix up to the first style "
+        "word is identical in every style that shares that word: the encoder is causal). v1 of "
+        "this base (jointly trained encoder, no style-code loss) was 3 % / 4 %: so additive that no linear K/V edit could "
         "remove one style without moving its word-sharing neighbours half as much. The style-code "
-        f"loss (weight {cfg.get('style_code_weight', 0):g}, cu_cli/minicanvas/style_code.py) gives "
-        "each style a holistic component, as CLIP has for named styles; shared words still make "
-        "neighbours similar.\n",
+        f"loss (weight {cfg.get('style_code_weight', 0):g}, CosFace margin "
+        f"{cfg.get('style_code_margin', 0):g}, cu_cli/minicanvas/style_code.py) gives each style a "
+        "holistic component, as CLIP has for named styles (a pure one-hot style code would be "
+        "53 %); the shared words still make neighbours similar at the word positions.\n",
     ]
 
 

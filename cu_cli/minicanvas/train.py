@@ -50,6 +50,7 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     object_weight: str = ""  # sampling-weight multipliers, e.g. "hexagon=4" (shipped fine-tune)
     style_code_weight: float = 0.0  # weight of the holistic style-code loss (style_code.py)
+    style_code_margin: float = 0.0  # its CosFace margin (0: v2's plain normalised softmax)
     ema_decay: float = 0.995  # fast EMA: a slow one trails raw weights on short runs
     ckpt_every: int = 200
     eval_per_pair: int = 2  # sampled images per pair for the report
@@ -277,7 +278,8 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
         w = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]  # Min-SNR-gamma, eps-prediction
         loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
         if head is not None:
-            code = style_code_loss(head, states, ids, style_of[idx], te.config.eos_token_id, full)
+            code = style_code_loss(head, states, ids, style_of[idx], te.config.eos_token_id, full,
+                                   cfg.style_code_margin)
             code_losses.append(code.item())
             loss = loss + cfg.style_code_weight * code
         opt.zero_grad(set_to_none=True)

@@ -265,11 +265,13 @@ def stage_unet(work: str, cfg: TrainConfig, data: dict, comps: dict) -> dict:
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
         ids = ids_all[pair[idx]].clone()
         r = torch.rand(cfg.unet_batch, generator=g)
-        if step >= cfg.style_dropout_start:
-            style_drop = (r >= cfg.caption_dropout) & (r < cfg.caption_dropout + cfg.style_dropout)
-            ids[style_drop] = ids_obj[obj_of[idx][style_drop]]
+        # r < caption_dropout: empty caption; then up to styleless: "a {object}"; else the full one
+        styleless = cfg.caption_dropout + (cfg.style_dropout
+                                           if step >= cfg.style_dropout_start else 0.0)
+        style_drop = (r >= cfg.caption_dropout) & (r < styleless)
+        ids[style_drop] = ids_obj[obj_of[idx][style_drop]]
         ids[r < cfg.caption_dropout] = ids_empty
-        full = r >= cfg.caption_dropout + (cfg.style_dropout if step >= cfg.style_dropout_start else 0)
+        full = r >= styleless
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
         zt = sched.add_noise(z0, noise, t)

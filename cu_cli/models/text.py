@@ -79,4 +79,3 @@ def _width(pipe) -> int:
 def concept_embeddings(pipe, concepts: list[str], template: str) -> torch.Tensor:
     """Embedding of each concept in its templated prompt (e.g. "An image of a {x}"): [n, d]."""
     return token_embeddings(pipe, [template.format(x=c) for c in concepts])
-

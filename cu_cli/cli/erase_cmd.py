@@ -50,6 +50,10 @@ def erase_command(
                            "of prompts.")] = None,
     preserve_weight: Annotated[Optional[float], typer.Option(
         "--preserve-weight", help="Weight of that retained-token penalty (default 0.25).")] = None,
+    context_weight: Annotated[Optional[float], typer.Option(
+        "--context-weight", help="Keep the K/V of the request's own context tokens (target-prompt "
+                                 "positions before the concept's last token); default 4 for "
+                                 "MiniCanvas ConAbl, 0 otherwise.")] = None,
     reg_ref: Annotated[Optional[str], typer.Option(
         "--reg-ref", help="SP reference: parent (default) | base.")] = None,
     selft_topk: Annotated[Optional[float], typer.Option(
@@ -88,7 +92,8 @@ def erase_command(
         method=method, kind=kind, anchor=anchor, params=params, steps=steps, lr=lr, batch=batch,
         l1=l1, l2=l2, preserve=preserve, preserve_weight=preserve_weight, reg_ref=reg_ref,
         selft_topk=selft_topk, selft_scoring=selft_scoring, project_update=project_update,
-        free_target=free_target, anchor_images=anchor_images, anchor_steps=anchor_steps),
+        free_target=free_target, anchor_images=anchor_images, anchor_steps=anchor_steps,
+        context_weight=context_weight),
         allowed_extra={"concepts", "basis", "base", "from", "seed"})
     concepts = list(concept or []) or list(extra.get("concepts") or [])
     if concepts_file:

@@ -1,7 +1,9 @@
 """One optimisation step in the order that is part of the method (method-notes §8):
 
 1 forward + method loss; 2 + λ₁·L1SP + λ₂·L2SP (θ^ref captured before the first step)
-+ λ_p·L_pres (retained-token penalty toward the parent, ops/preserve.py; a cu extension);
++ L_pres (retained-token penalties toward the parent, ops/preserve.py — the world/file prompts
+with λ_p and the request's context tokens with λ_c, erase/context_tokens.py — folded into one
+metric M = λ_p·M_p + λ_c·M_c; cu extensions);
 3 backward (SelFT hooks mask gradients); 4 projection G ← G·P on attn2 K/V; 5 optional SelFT
 re-mask; 6 global grad-norm clip; 7 optimizer step (then, with ``project_update``, the exact
 W ← W_prev + (W − W_prev)·P). A non-finite loss aborts the request (nothing is written).
@@ -30,6 +32,7 @@ def kv_keys(trainable: dict) -> list[str]:
 class Engine:
     def __init__(self, ctx, sp_ref: dict, projector: torch.Tensor | None = None,
                  masks: dict | None = None, preserve_M: torch.Tensor | None = None):
+        """``preserve_M``: the weighted metric λ_p·M_p + λ_c·M_c (None = no penalty)."""
         cfg = ctx.cfg
         self.ctx, self.cfg = ctx, cfg
         self.sp_ref = sp_ref
@@ -60,8 +63,7 @@ class Engine:
             l1, l2 = sp_penalties(tr, self.sp_ref)
             total = total + cfg.l1 * l1 + cfg.l2 * l2
         if penalties and self.M is not None:
-            total = total + cfg.preserve_weight * preserve_penalty(tr, self.ctx.parent_values,
-                                                                   self.kv, self.M)
+            total = total + preserve_penalty(tr, self.ctx.parent_values, self.kv, self.M)
         value = float(total.detach())
         if not math.isfinite(value):
             raise CuError(f"loss became {value} at step {self.step_no + 1}; aborted, nothing written",

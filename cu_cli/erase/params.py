@@ -30,6 +30,8 @@ class EraseConfig:
     preserve: str | None = None  # none | world | file: retained-token K/V penalty prompts
     # (erase/preserve.py); default world on MiniCanvas, none elsewhere
     preserve_weight: float | None = None  # its weight λ_p (ops/preserve.py)
+    context_weight: float | None = None  # request-context K/V penalty weight λ_c
+    # (erase/context_tokens.py); default 4 for MiniCanvas ConAbl, 0 otherwise
     selft_topk: float | None = None  # SelFT fraction k of trainable weights kept (None = off)
     selft_scoring: str = "trajectory"  # trajectory (one 50-step path per pair) | reference
     selft_timesteps: int | None = None  # timesteps scored (evenly spaced subset of the 50-step
@@ -66,8 +68,9 @@ FIELD_NAMES = {f.name for f in fields(EraseConfig)}
 
 # Measured defaults (docs/erase.md): MiniCanvas, per method.
 MINICANVAS_DEFAULTS = {
-    "conabl": dict(steps=150, lr=3e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
-                   anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
+    "conabl": dict(steps=150, lr=6e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
+                   anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False,
+                   context_weight=4.0),
     "esd": dict(steps=150, lr=2e-4, batch=8, clip=None, weight_decay=0.0, negative_guidance=1.0,
                 anchor_images=0, anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
     "erasediff": dict(steps=120, lr=4e-4, batch=16, clip=None, weight_decay=0.0,
@@ -145,6 +148,8 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
         fill["preserve"] = "world" if world == "minicanvas" else "none"
     if cfg.preserve_weight is None:
         fill["preserve_weight"] = PRESERVE_WEIGHT
+    if cfg.context_weight is None and "context_weight" not in fill:
+        fill["context_weight"] = 0.0
     if cfg.negative_guidance is None:
         fill["negative_guidance"] = 1.0
     if (world != "minicanvas" and cfg.method == "esd" and cfg.lr is None and cfg.params == "esd-u"
@@ -156,8 +161,8 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
             raise UsageError(f"--{name} must be >= 1")
     if cfg.lr <= 0:
         raise UsageError("--lr must be > 0")
-    if cfg.l1 < 0 or cfg.l2 < 0 or cfg.preserve_weight < 0:
-        raise UsageError("--l1/--l2/--preserve-weight must be >= 0")
+    if cfg.l1 < 0 or cfg.l2 < 0 or cfg.preserve_weight < 0 or cfg.context_weight < 0:
+        raise UsageError("--l1/--l2/--preserve-weight/--context-weight must be >= 0")
     if cfg.preserve not in ("none", "world", "file"):
         raise UsageError(f"preserve {cfg.preserve!r}: use world or none (or --preserve FILE)")
     for name in ("erasediff_cycles", "erasediff_k", "selft_timesteps", "selft_pairs", "ddim_steps"):

@@ -147,7 +147,13 @@ def run_erase(req: EraseRequest) -> EraseResult:
     from cu_cli.erase.engine import Engine
 
     preserve_M, kept, kept_sha = _preserve_moment(ctx, req)
-    engine = Engine(ctx, sp_ref, projector, masks, preserve_M)
+    context_M, context_tokens = _context_moment(ctx)
+    metric = None
+    if preserve_M is not None:
+        metric = cfg.preserve_weight * preserve_M
+    if context_M is not None:
+        metric = cfg.context_weight * context_M + (0 if metric is None else metric)
+    engine = Engine(ctx, sp_ref, projector, masks, metric)
     loss_val = float("nan")
     t_loop = time.time()
     try:
@@ -178,7 +184,7 @@ def run_erase(req: EraseRequest) -> EraseResult:
              "trainable_params": sum(p.numel() for p in ctx.trainable.values()),
              "loop_seconds": round(loop_seconds, 3), "selft_seconds": round(selft_seconds, 3),
              "final_loss": loss_val, "preserve_prompts": kept,
-             "preserve_prompts_sha256": kept_sha}
+             "preserve_prompts_sha256": kept_sha, "context_tokens": context_tokens}
     if masks is not None:
         extra["selft_kept"] = int(sum(int(m.sum()) for m in masks.values()))
     if C is not None:
@@ -225,6 +231,22 @@ def _preserve_moment(ctx, req: EraseRequest):
                             for i in range(0, len(prompts), 256)])
     sha = "sha256:" + hashlib.sha256("\n".join(prompts).encode()).hexdigest()
     return second_moment(states), len(prompts), sha
+
+
+def _context_moment(ctx):
+    """(M_c, number of context token states) of the request-context penalty, or (None, 0)."""
+    from cu_cli.erase.context_tokens import context_states
+    from cu_cli.erase.engine import kv_keys
+    from cu_cli.ops.preserve import second_moment
+
+    if not ctx.cfg.context_weight or not kv_keys(ctx.trainable):
+        return None, 0
+    H = context_states(ctx.pipe, ctx.pairs)
+    if H.numel() == 0:
+        log.warning("--context-weight: no target prompt contains its concept's tokens; "
+                    "the context penalty is off")
+        return None, 0
+    return second_moment(H), int(H.shape[0])
 
 
 def _basis_warnings(bh, req, ident, parent_header=None) -> list[str]:

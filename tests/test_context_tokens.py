@@ -1,0 +1,79 @@
+"""Request-context penalty (``--context-weight``, erase/context_tokens.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from cu_cli.ckpt.format import load_tensors
+from cu_cli.erase.context_tokens import concept_start, context_states
+from cu_cli.erase.params import EraseConfig, resolve
+from cu_cli.erase.prompts import PromptPairs
+from cu_cli.erase.run import EraseRequest, run_erase
+from cu_cli.models.base import resolve_base
+
+FAST = dict(steps=12, batch=2, anchor_images=4, anchor_steps=2, lr=1e-2, kind="object",
+            anchor="dog")
+
+
+def test_concept_start_finds_the_token_run():
+    assert concept_start([0, 5, 7, 9, 3, 1], [9, 3]) == 3
+    assert concept_start([0, 5, 7, 9, 3, 1], [3, 9]) is None
+    assert concept_start([0, 5], []) is None
+    assert concept_start([0, 5], [5, 6]) is None
+
+
+def test_context_states_are_the_positions_before_the_concepts_last_token(tiny_sd1):
+    pipe = resolve_base(tiny_sd1).load_pipeline()
+    pairs = [PromptPairs("neon stripes", "style", "", ["a star", "a cat"],
+                         ["a star in neon stripes style", "a cat in neon stripes style",
+                          "a dog"])]  # the last one lacks the concept: no prefix from it
+    H = context_states(pipe, pairs)
+    enc = pipe.encode_text(["a star in neon stripes style", "a cat in neon stripes style"])
+    ids = pipe.tokenize(["a star in neon stripes style"])[0].tolist()
+    neon = pipe.tokenizer(["neon"], add_special_tokens=False).input_ids[0]
+    stripes = pipe.tokenizer(["stripes"], add_special_tokens=False).input_ids[0]
+    cut = concept_start(ids, neon + stripes) + len(neon + stripes) - 1
+    assert cut >= 4  # BOS, "a", "star", "in" (+ "neon" pieces) precede "stripes"'s last piece
+    want = torch.cat([enc[0, :cut], enc[1, :cut]])  # "a cat in" has the same token count
+    assert H.shape == want.shape
+    assert torch.allclose(H, want.float())
+
+
+def _kv_change(path, base, states):
+    w = load_tensors(path)
+    ref = base.get_tensors(sorted(w))
+    h = states.reshape(-1, states.shape[-1]).double()
+    return sum(float(((w[k] - ref[k]).double() @ h.T).norm()) for k in w
+               if ".attn2.to_k." in k or ".attn2.to_v." in k)
+
+
+def test_huge_context_weight_keeps_the_request_context_kv(tmp_path, tiny_sd1):
+    base = resolve_base(tiny_sd1)
+    pipe = base.load_pipeline()
+    runs = {}
+    for name, w in (("plain", 0.0), ("kept", 1e6)):
+        req = EraseRequest(concepts=["cat"], out=str(tmp_path / f"{name}.safetensors"),
+                           cfg=EraseConfig(**FAST, context_weight=w), base=tiny_sd1, seed=1)
+        runs[name] = run_erase(req)
+    from cu_cli.erase.prompts import build_pairs
+
+    pair = build_pairs("cat", "object", "dog", None, seed=1)
+    prefix = context_states(pipe, [pair]).detach()
+    assert prefix.shape[0] >= len(pair.target_prompts)  # at least BOS per target prompt
+    plain = _kv_change(runs["plain"].path, base, prefix)
+    kept = _kv_change(runs["kept"].path, base, prefix)
+    assert plain > 1e-3
+    assert kept < 0.1 * plain
+    assert runs["kept"].params["context_tokens"] == prefix.shape[0]
+    assert runs["plain"].params["context_tokens"] == 0
+
+
+def test_defaults_are_minicanvas_conabl_only():
+    mc = resolve(EraseConfig(), "minicanvas")
+    assert mc.context_weight > 0
+    for cfg, world in ((EraseConfig(), None), (EraseConfig(method="esd"), "minicanvas"),
+                       (EraseConfig(method="erasediff"), "minicanvas")):
+        r = resolve(cfg, world)  # SD bases and the other methods keep the reference behaviour
+        assert r.context_weight == 0.0
+    assert resolve(EraseConfig(context_weight=0.0),
+                   "minicanvas").context_weight == 0.0

@@ -66,11 +66,15 @@ def num(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+# The session-3 MiniCanvas ConAbl settings (lr 3e-4, no request-context penalty): the bare
+# variants and the v3 result pages (projection, TIES, similarity, erased) were measured with them.
+S3 = ["--context-weight", "0", "--lr", "3e-4"]
 CHAIN_VARIANTS = {
-    "plain": ["--preserve", "none"],
-    "l2": ["--preserve", "none", "--l2", "{l2}"],
-    "preserve": [],  # the MiniCanvas default: --preserve world
-    "retain": ["--preserve-weight", "1", "--steps", "250"],  # sample_requests/..._retain.yaml
+    "plain": ["--preserve", "none", *S3],  # the bare objective, no cu extension
+    "l2": ["--preserve", "none", "--l2", "{l2}", *S3],
+    "world": S3,  # --preserve world only (the default until session 4)
+    "default": [],  # today's MiniCanvas defaults (--preserve world, --context-weight 4, lr 6e-4)
+    "retain": [*S3, "--preserve-weight", "1", "--steps", "250"],  # sample_requests/..._retain.yaml
 }
 
 
@@ -84,7 +88,7 @@ def single(args) -> dict:
              "per_concept": st["metrics"]["per_concept"]} for s, st in zip(styles, ev["states"])]
     retained = [c for c in rows[0]["per_concept"] if c != styles[0]]
     md = ["# One style erased from the base, MiniCanvas defaults\n",
-          f"`cu erase --concept S` (ConAbl, `--preserve world`, MiniCanvas defaults, seed 42) for "
+          f"`cu erase --concept S` (ConAbl, MiniCanvas defaults: `--preserve world`, `--context-weight 4`, lr 6e-4; seed 42) for "
           f"each of the first {args.n} styles of the erase order, each evaluated with `cu eval` "
           "(erased style + 4 retained styles × 4 retained objects × 10 seeds).\n",
           "| erased | UA | RA-I | RA-C | " + " | ".join(retained) + " |",
@@ -103,7 +107,7 @@ def chain(args) -> dict:
     rows = {}
     for name in args.variants.split(","):
         extra = [x.format(l2=f"{args.l2:g}") for x in CHAIN_VARIANTS[name]]
-        label = " ".join(extra) or "default (--preserve world)"
+        label = " ".join(extra) or "MiniCanvas defaults"
         tag = name if name != "l2" else f"l2_{args.l2:g}"
         paths, parent = [], None
         for i, s in enumerate(styles):
@@ -272,7 +276,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--l2", type=float, default=25000.0)
     p.add_argument("--target", default=None)
-    p.add_argument("--variants", default="plain,l2,preserve")
+    p.add_argument("--variants", default="plain,l2,default")
     p.add_argument("--top-m", type=int, default=12)
     p.add_argument("--near", type=int, default=6)
     p.add_argument("--lam", type=float, default=2.75)

@@ -70,10 +70,45 @@ def test_huge_context_weight_keeps_the_request_context_kv(tmp_path, tiny_sd1):
 
 def test_defaults_are_minicanvas_conabl_only():
     mc = resolve(EraseConfig(), "minicanvas")
-    assert mc.context_weight > 0
+    assert mc.context_weight > 0 and mc.conabl_eta > 0
     for cfg, world in ((EraseConfig(), None), (EraseConfig(method="esd"), "minicanvas"),
                        (EraseConfig(method="erasediff"), "minicanvas")):
         r = resolve(cfg, world)  # SD bases and the other methods keep the reference behaviour
-        assert r.context_weight == 0.0
+        assert r.context_weight == 0.0 and r.conabl_eta == 0.0
     assert resolve(EraseConfig(context_weight=0.0),
                    "minicanvas").context_weight == 0.0
+
+
+def test_conabl_eta_target_is_anchor_minus_eta_times_parent_concept_direction():
+    """target = sg[ε_θ(anc) − η·(ε_parent(tgt) − ε_parent(anc))] (objectives/conabl.py)."""
+    from types import SimpleNamespace
+
+    from cu_cli.erase.objectives.conabl import ConAbl
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, 3, 3)
+    t = torch.tensor([10, 500])
+    emb = {"tgt": torch.full((2, 5), 1.0), "anc": torch.full((2, 5), 2.0)}
+    W_cur, W_par = torch.randn(4, 4), torch.randn(4, 4)
+
+    def model(W, zz, c):  # a toy "UNet": depends on the prompt through c's first entry
+        return torch.einsum("ij,bjhw->bihw", W, zz) * c[:, :1, None, None]
+
+    def make(eta):
+        obj = ConAbl()
+        obj.data = SimpleNamespace(noised=lambda ctx, idx: (z, t, None, None))
+        obj.mask = torch.ones(3, 3)
+        obj.anchor_prompts, obj.target_prompts = ["anc", "anc"], ["tgt", "tgt"]
+        ctx = SimpleNamespace(cfg=SimpleNamespace(conabl_eta=eta),
+                              embed=lambda ps: torch.cat([emb[p][:1] for p in ps]),
+                              eps=lambda zz, tt, c: model(W_cur, zz, c),
+                              eps_parent=lambda zz, tt, c: model(W_par, zz, c))
+        return obj, ctx
+
+    for eta in (0.0, 0.7):
+        obj, ctx = make(eta)
+        got = obj.batch_loss(ctx, torch.tensor([0, 1]))
+        e_tgt, e_anc = model(W_cur, z, emb["tgt"]), model(W_cur, z, emb["anc"])
+        target = e_anc - eta * (model(W_par, z, emb["tgt"]) - model(W_par, z, emb["anc"]))
+        want = ((e_tgt - target) ** 2).sum(dim=(1, 2, 3)).div(9).mean()
+        assert torch.allclose(got, want, rtol=1e-5)

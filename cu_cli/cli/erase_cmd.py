@@ -65,6 +65,9 @@ def erase_command(
     free_target: Annotated[Optional[str], typer.Option(
         "--free-target", help="With --basis: none (default, the reference) | concept (remove the "
                               "target's own embedding from the basis first).")] = None,
+    conabl_eta: Annotated[Optional[float], typer.Option(
+        "--conabl-eta", help="ConAbl: steer the target off the concept as the parent sees it "
+                             "(negative guidance η; default 0 = the reference).")] = None,
     project_update: Annotated[Optional[bool], typer.Option(
         "--project-update/--no-project-update",
         help="Also project each Adam update exactly (cu extension).")] = None,
@@ -93,7 +96,7 @@ def erase_command(
         l1=l1, l2=l2, preserve=preserve, preserve_weight=preserve_weight, reg_ref=reg_ref,
         selft_topk=selft_topk, selft_scoring=selft_scoring, project_update=project_update,
         free_target=free_target, anchor_images=anchor_images, anchor_steps=anchor_steps,
-        context_weight=context_weight),
+        context_weight=context_weight, conabl_eta=conabl_eta),
         allowed_extra={"concepts", "basis", "base", "from", "seed"})
     concepts = list(concept or []) or list(extra.get("concepts") or [])
     if concepts_file:

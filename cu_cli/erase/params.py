@@ -44,6 +44,8 @@ class EraseConfig:
     clip: float | None = None  # grad-norm clip; default 1.0 ConAbl, none for ESD/EraseDiff
     weight_decay: float | None = None  # AdamW decay; default 0.01 ConAbl, 0 otherwise
     negative_guidance: float | None = None  # ESD η; default 1.0
+    conabl_eta: float | None = None  # ConAbl: negative guidance of the target by the parent
+    # (objectives/conabl.py; a cu extension): default 0.1 for MiniCanvas, 0 (reference) otherwise
     start_guidance: float = 3.0  # ESD/SelFT CFG scale when sampling x_k
     ddim_steps: int = 50  # ESD/SelFT schedule length
     match: str = "word"  # word | substring: anchor-word replacement (reference = substring)
@@ -70,7 +72,7 @@ FIELD_NAMES = {f.name for f in fields(EraseConfig)}
 MINICANVAS_DEFAULTS = {
     "conabl": dict(steps=150, lr=6e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
                    anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False,
-                   context_weight=4.0),
+                   context_weight=4.0, conabl_eta=0.1),
     "esd": dict(steps=150, lr=2e-4, batch=8, clip=None, weight_decay=0.0, negative_guidance=1.0,
                 anchor_images=0, anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
     "erasediff": dict(steps=120, lr=4e-4, batch=16, clip=None, weight_decay=0.0,
@@ -148,8 +150,9 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
         fill["preserve"] = "world" if world == "minicanvas" else "none"
     if cfg.preserve_weight is None:
         fill["preserve_weight"] = PRESERVE_WEIGHT
-    if cfg.context_weight is None and "context_weight" not in fill:
-        fill["context_weight"] = 0.0
+    for name in ("context_weight", "conabl_eta"):  # cu extensions: off unless a table sets them
+        if getattr(cfg, name) is None and name not in fill:
+            fill[name] = 0.0
     if cfg.negative_guidance is None:
         fill["negative_guidance"] = 1.0
     if (world != "minicanvas" and cfg.method == "esd" and cfg.lr is None and cfg.params == "esd-u"
@@ -161,8 +164,8 @@ def resolve(cfg: EraseConfig, world: str | None) -> EraseConfig:
             raise UsageError(f"--{name} must be >= 1")
     if cfg.lr <= 0:
         raise UsageError("--lr must be > 0")
-    if cfg.l1 < 0 or cfg.l2 < 0 or cfg.preserve_weight < 0 or cfg.context_weight < 0:
-        raise UsageError("--l1/--l2/--preserve-weight/--context-weight must be >= 0")
+    if min(cfg.l1, cfg.l2, cfg.preserve_weight, cfg.context_weight, cfg.conabl_eta) < 0:
+        raise UsageError("--l1/--l2/--preserve-weight/--context-weight/--conabl-eta must be >= 0")
     if cfg.preserve not in ("none", "world", "file"):
         raise UsageError(f"preserve {cfg.preserve!r}: use world or none (or --preserve FILE)")
     for name in ("erasediff_cycles", "erasediff_k", "selft_timesteps", "selft_pairs", "ddim_steps"):

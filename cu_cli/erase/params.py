@@ -70,7 +70,7 @@ FIELD_NAMES = {f.name for f in fields(EraseConfig)}
 
 # Measured defaults (docs/erase.md): MiniCanvas, per method.
 MINICANVAS_DEFAULTS = {
-    "conabl": dict(steps=150, lr=6e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
+    "conabl": dict(steps=120, lr=6e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
                    anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False,
                    context_weight=4.0, conabl_eta=0.1),
     "esd": dict(steps=150, lr=2e-4, batch=8, clip=None, weight_decay=0.0, negative_guidance=1.0,

@@ -32,3 +32,14 @@ def make_ckpt(path, base, deltas: dict, concepts=("x",), parent: str | None = No
                      parents=[p.payload_sha256 for p in parents], seed=0, argv=["test"])
     write_checkpoint(str(path), tensors, ident or base_identity(base), step, parents=parents)
     return str(path)
+
+
+def kv_change(path, base, states) -> float:
+    """Σ over the state's attn2 K/V tensors of ‖(W − W_base)·H‖ for token states ``states``."""
+    from cu_cli.ckpt.format import load_tensors
+
+    w = load_tensors(path)
+    ref = base.get_tensors(sorted(w))
+    h = states.reshape(-1, states.shape[-1]).double()
+    return sum(float(((w[k] - ref[k]).double() @ h.T).norm()) for k in w
+               if ".attn2.to_k." in k or ".attn2.to_v." in k)

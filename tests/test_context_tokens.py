@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from cu_cli.ckpt.format import load_tensors
 from cu_cli.erase.context_tokens import concept_start, context_states
 from cu_cli.erase.params import EraseConfig, resolve
 from cu_cli.erase.prompts import PromptPairs
 from cu_cli.erase.run import EraseRequest, run_erase
 from cu_cli.models.base import resolve_base
+from tests.helpers import kv_change
 
 FAST = dict(steps=12, batch=2, anchor_images=4, anchor_steps=2, lr=1e-2, kind="object",
             anchor="dog")
@@ -39,14 +39,6 @@ def test_context_states_are_the_positions_before_the_concepts_last_token(tiny_sd
     assert torch.allclose(H, want.float())
 
 
-def _kv_change(path, base, states):
-    w = load_tensors(path)
-    ref = base.get_tensors(sorted(w))
-    h = states.reshape(-1, states.shape[-1]).double()
-    return sum(float(((w[k] - ref[k]).double() @ h.T).norm()) for k in w
-               if ".attn2.to_k." in k or ".attn2.to_v." in k)
-
-
 def test_huge_context_weight_keeps_the_request_context_kv(tmp_path, tiny_sd1):
     base = resolve_base(tiny_sd1)
     pipe = base.load_pipeline()
@@ -60,8 +52,8 @@ def test_huge_context_weight_keeps_the_request_context_kv(tmp_path, tiny_sd1):
     pair = build_pairs("cat", "object", "dog", None, seed=1)
     prefix = context_states(pipe, [pair]).detach()
     assert prefix.shape[0] >= len(pair.target_prompts)  # at least BOS per target prompt
-    plain = _kv_change(runs["plain"].path, base, prefix)
-    kept = _kv_change(runs["kept"].path, base, prefix)
+    plain = kv_change(runs["plain"].path, base, prefix)
+    kept = kv_change(runs["kept"].path, base, prefix)
     assert plain > 1e-3
     assert kept < 0.1 * plain
     assert runs["kept"].params["context_tokens"] == prefix.shape[0]

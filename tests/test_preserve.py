@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from cu_cli._util.errors import UsageError
-from cu_cli.ckpt.format import load_tensors
 from cu_cli.erase.params import EraseConfig
 from cu_cli.erase.preserve import preserve_prompts
 from cu_cli.erase.run import EraseRequest, run_erase
@@ -14,6 +13,7 @@ from cu_cli.models.base import resolve_base
 from cu_cli.ops.preserve import preserve_penalty, second_moment
 from cu_cli.ops.projection import deflate, projector
 from cu_cli.world.minicanvas import load_world
+from tests.helpers import kv_change
 
 FAST = dict(steps=12, batch=2, anchor_images=4, anchor_steps=2, lr=1e-2, kind="object",
             anchor="dog")
@@ -30,14 +30,6 @@ def test_penalty_is_mean_squared_kv_change_of_preserved_tokens():
     assert float(preserve_penalty({"w": R}, {"w": R}, ["w"], second_moment(H))) == 0.0
 
 
-def _kv_change(path, base, states):
-    w = load_tensors(path)
-    ref = base.get_tensors(sorted(w))
-    h = states.reshape(-1, states.shape[-1]).double()
-    return sum(float(((w[k] - ref[k]).double() @ h.T).norm()) for k in w
-               if ".attn2.to_k." in k or ".attn2.to_v." in k)
-
-
 def test_huge_preserve_weight_keeps_preserved_prompts_kv(tmp_path, tiny_sd1):
     base = resolve_base(tiny_sd1)
     states = base.load_pipeline().encode_text(KEEP).detach()
@@ -47,8 +39,8 @@ def test_huge_preserve_weight_keeps_preserved_prompts_kv(tmp_path, tiny_sd1):
                            cfg=EraseConfig(**FAST, **cfg), base=tiny_sd1, seed=1,
                            preserve_prompts=KEEP if name == "kept" else None)
         runs[name] = run_erase(req)
-    plain = _kv_change(runs["plain"].path, base, states)
-    kept = _kv_change(runs["kept"].path, base, states)
+    plain = kv_change(runs["plain"].path, base, states)
+    kept = kv_change(runs["kept"].path, base, states)
     assert plain > 1e-3
     assert kept < 0.1 * plain
     assert runs["kept"].params["preserve_prompts"] == len(KEEP)

@@ -67,7 +67,8 @@ def erase_command(
                               "target's own embedding from the basis first).")] = None,
     conabl_eta: Annotated[Optional[float], typer.Option(
         "--conabl-eta", help="ConAbl: steer the target off the concept as the parent sees it "
-                             "(negative guidance η; default 0 = the reference).")] = None,
+                             "(negative guidance η; default 0.05 for MiniCanvas ConAbl, 0 = the "
+                             "reference otherwise).")] = None,
     project_update: Annotated[Optional[bool], typer.Option(
         "--project-update/--no-project-update",
         help="Also project each Adam update exactly (cu extension).")] = None,

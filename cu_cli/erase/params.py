@@ -45,7 +45,7 @@ class EraseConfig:
     weight_decay: float | None = None  # AdamW decay; default 0.01 ConAbl, 0 otherwise
     negative_guidance: float | None = None  # ESD η; default 1.0
     conabl_eta: float | None = None  # ConAbl: negative guidance of the target by the parent
-    # (objectives/conabl.py; a cu extension): default 0.1 for MiniCanvas, 0 (reference) otherwise
+    # (objectives/conabl.py; a cu extension): default 0.05 for MiniCanvas, 0 (reference) otherwise
     start_guidance: float = 3.0  # ESD/SelFT CFG scale when sampling x_k
     ddim_steps: int = 50  # ESD/SelFT schedule length
     match: str = "word"  # word | substring: anchor-word replacement (reference = substring)
@@ -72,7 +72,7 @@ FIELD_NAMES = {f.name for f in fields(EraseConfig)}
 MINICANVAS_DEFAULTS = {
     "conabl": dict(steps=120, lr=6e-4, batch=16, clip=1.0, weight_decay=0.01, anchor_images=128,
                    anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False,
-                   context_weight=4.0, conabl_eta=0.1),
+                   context_weight=4.0, conabl_eta=0.05),
     "esd": dict(steps=150, lr=2e-4, batch=8, clip=None, weight_decay=0.0, negative_guidance=1.0,
                 anchor_images=0, anchor_steps=25, anchor_guidance=7.5, mask_border=0, hflip=False),
     "erasediff": dict(steps=120, lr=4e-4, batch=16, clip=None, weight_decay=0.0,

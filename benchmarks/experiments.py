@@ -89,7 +89,8 @@ def single(args) -> dict:
              "per_concept": st["metrics"]["per_concept"]} for s, st in zip(styles, ev["states"])]
     retained = [c for c in rows[0]["per_concept"] if c != styles[0]]
     md = ["# One style erased from the base, MiniCanvas defaults\n",
-          f"`cu erase --concept S` (ConAbl, MiniCanvas defaults: `--preserve world`, `--context-weight 4`, `--conabl-eta 0.05`, lr 6e-4, 120 steps; seed 42) for "
+          "`cu erase --concept S` (ConAbl, MiniCanvas defaults: `--preserve world`, "
+          "`--context-weight 4`, `--conabl-eta 0.05`, lr 6e-4, 120 steps; seed 42) for "
           f"each of the first {args.n} styles of the erase order, each evaluated with `cu eval` "
           "(erased style + 4 retained styles × 4 retained objects × 10 seeds).\n",
           "| erased | UA | RA-I | RA-C | " + " | ".join(retained) + " |",

@@ -41,17 +41,18 @@ def word_ids(pipe, text: str) -> list[int]:
     return [int(i) for i in pipe.tokenizer([text], add_special_tokens=False).input_ids[0]]
 
 
-def context_states(pipe, pairs) -> torch.Tensor:
+def context_states(pipe, pairs, encode=None) -> torch.Tensor:
     """H_c as [N_c, d] over every pair's distinct target prompts (empty when no target prompt
-    contains its concept's tokens)."""
+    contains its concept's tokens). ``encode``: prompts → [B, L, d] token states (default
+    ``pipe.encode_text``; an erase passes its per-request cache, which already holds them)."""
+    encode = encode or pipe.encode_text
     chunks = []
     for pair in pairs:
         concept = word_ids(pipe, pair.concept)
         targets = list(dict.fromkeys(pair.target_prompts))
         ids = pipe.tokenize(targets).tolist()
         with torch.no_grad():
-            states = torch.cat([pipe.encode_text(targets[i:i + 256]).float()
-                                for i in range(0, len(targets), 256)])
+            states = encode(targets).float()
         for row, st in zip(ids, states):
             start = concept_start(row, concept)
             if start is not None:

@@ -241,7 +241,7 @@ def _context_moment(ctx):
 
     if not ctx.cfg.context_weight or not kv_keys(ctx.trainable):
         return None, 0
-    H = context_states(ctx.pipe, ctx.pairs)
+    H = context_states(ctx.pipe, ctx.pairs, ctx.embed)
     if H.numel() == 0:
         log.warning("--context-weight: no target prompt contains its concept's tokens; "
                     "the context penalty is off")

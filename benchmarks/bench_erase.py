@@ -23,12 +23,19 @@ STYLE = "neon stripes"
 REPEAT = int(os.environ.get("CU_BENCH_REPEAT", "2"))
 
 
+
+def _p(step: dict) -> dict:
+    """A lineage step's config and measurements in one dict (SelFT seconds 0 when off)."""
+    from cu_cli.ckpt.lineage import step_config, step_measured
+
+    return {"selft_seconds": 0.0, **step_config(step), **step_measured(step)}
+
 def run(args: list[str], env: dict) -> tuple[float, dict]:
     """Best of REPEAT fresh processes (per-step time on 2 shared cores varies by ±30 %)."""
     best = None
     for i in range(REPEAT):
         res = _run_once(args[:-1] + [args[-1].replace(".safetensors", f".{i}.safetensors")], env)
-        if best is None or res[1]["params"]["loop_seconds"] < best[1]["params"]["loop_seconds"]:
+        if best is None or _p(res[1])["loop_seconds"] < _p(best[1])["loop_seconds"]:
             best = res
     return best
 
@@ -71,7 +78,7 @@ def main() -> None:
     for name, extra in variants:
         w, st = run(["erase", "--concept", STYLE, *extra, *o(str(len(rows)))], env)
         rows.append((name, w, st))
-    base_loop = rows[1][2]["params"]["loop_seconds"] / rows[1][2]["params"]["steps"]
+    base_loop = _p(rows[1][2])["loop_seconds"] / _p(rows[1][2])["steps"]
     lines = ["# `cu erase` benchmark (MiniCanvas)\n",
              f"`python benchmarks/bench_erase.py`, {time.strftime('%Y-%m-%d')}, "
              f"{platform.machine()}, {os.cpu_count()} cores, torch threads default. "
@@ -83,7 +90,7 @@ def main() -> None:
              "| run | wall s | loop s | s/step | vs bare step | SelFT scoring s | SelFT share of request |",
              "|---|---|---|---|---|---|---|"]
     for name, wall, st in rows:
-        p = st["params"]
+        p = _p(st)
         per = p["loop_seconds"] / p["steps"]
         share = p["selft_seconds"] / wall if p["selft_seconds"] else 0.0
         lines.append(f"| {name} | {wall:.1f} | {p['loop_seconds']:.1f} | {per:.3f} | "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from cu_cli.erase.context_tokens import concept_start, context_states
-from cu_cli.erase.params import EraseConfig, resolve
+from cu_cli.erase.defaults import resolve
+from cu_cli.erase.options import EraseConfig
 from cu_cli.erase.prompts import PromptPairs
 from cu_cli.erase.run import EraseRequest, run_erase
 from cu_cli.models.base import resolve_base
@@ -26,7 +27,7 @@ def test_context_states_are_the_positions_before_the_concepts_last_token(tiny_sd
     pipe = resolve_base(tiny_sd1).load_pipeline()
     pairs = [PromptPairs("neon stripes", "style", "", ["a star", "a cat"],
                          ["a star in neon stripes style", "a cat in neon stripes style",
-                          "a dog"])]  # the last one lacks the concept: no prefix from it
+                          "a dog"], ["neon stripes"])]  # the last one lacks the concept
     H = context_states(pipe, pairs)
     enc = pipe.encode_text(["a star in neon stripes style", "a cat in neon stripes style"])
     ids = pipe.tokenize(["a star in neon stripes style"])[0].tolist()
@@ -56,19 +57,21 @@ def test_huge_context_weight_keeps_the_request_context_kv(tmp_path, tiny_sd1):
     kept = kv_change(runs["kept"].path, base, prefix)
     assert plain > 1e-3
     assert kept < 0.1 * plain
-    assert runs["kept"].params["context_tokens"] == prefix.shape[0]
-    assert runs["plain"].params["context_tokens"] == 0
+    assert runs["kept"].measured["context_tokens"] == prefix.shape[0]
+    assert runs["plain"].measured.get("context_tokens", 0) == 0  # off: not recorded
 
 
 def test_defaults_are_minicanvas_conabl_only():
-    mc = resolve(EraseConfig(), "minicanvas")
+    from cu_cli.world.registry import erase_profile
+
+    mc = resolve(EraseConfig(), erase_profile("minicanvas"))
     assert mc.context_weight > 0 and mc.conabl_eta > 0
     for cfg, world in ((EraseConfig(), None), (EraseConfig(method="esd"), "minicanvas"),
                        (EraseConfig(method="erasediff"), "minicanvas")):
-        r = resolve(cfg, world)  # SD bases and the other methods keep the reference behaviour
+        r = resolve(cfg, erase_profile(world))  # SD bases and the other methods keep the reference behaviour
         assert r.context_weight == 0.0 and r.conabl_eta == 0.0
     assert resolve(EraseConfig(context_weight=0.0),
-                   "minicanvas").context_weight == 0.0
+                   erase_profile("minicanvas")).context_weight == 0.0
 
 
 def test_conabl_eta_target_is_anchor_minus_eta_times_parent_concept_direction():

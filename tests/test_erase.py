@@ -12,7 +12,7 @@ import torch
 from cu_cli.cli.app import app
 from cu_cli.ckpt.checkpoint import BaseIdentity, open_checkpoint
 from cu_cli.ckpt.format import load_tensors
-from cu_cli.erase.params import EraseConfig
+from cu_cli.erase.options import EraseConfig
 from cu_cli.erase.run import EraseRequest, run_erase
 from cu_cli.models.base import resolve_base
 from cu_cli.models.groups import group_names
@@ -45,8 +45,9 @@ def test_only_group_changes_and_lineage_grows(tmp_path, tiny_sd1):
     assert h2.json("cu.parents") == [h1.payload_sha256]
     assert set(h2.tensors) == set(group_names(unet, "xattn")) | set(h1.tensors)
     step = h2.json("cu.lineage")[-1]
-    assert step["seed"] == 7 and step["params"]["params"] == "xattn"
-    assert step["wall_seconds"] > 0 and step["peak_memory_mb"] > 0
+    assert step["seed"] == 7 and step["config"]["params"] == "xattn"
+    assert step["measured"]["wall_seconds"] > 0 and step["measured"]["peak_memory_mb"] > 0
+    assert step["key"].startswith("sha256:") and step["inputs"]["parent"] == h1.payload_sha256
 
 
 def test_same_seed_same_payload(tmp_path, tiny_sd1):
@@ -110,7 +111,7 @@ def test_project_update_makes_kv_update_invisible_to_basis(tmp_path, tiny_sd1):
     w = load_tensors(plain.path)
     assert max(leakage(w[k] - ref[k], C) for k in w) > 1e-2
     step = open_checkpoint(r.path).json("cu.lineage")[-1]
-    assert step["params"]["basis"]["payload_sha256"].startswith("sha256:")
+    assert step["measured"]["basis"]["payload_sha256"].startswith("sha256:")
 
 
 @pytest.mark.parametrize("method", ["esd", "erasediff"])
@@ -130,7 +131,7 @@ def test_selft_only_top_k_entries_move(tmp_path, tiny_sd1):
     ref = base.get_tensors(sorted(w))
     changed = sum(int((w[k] != ref[k]).sum()) for k in w)
     total = sum(w[k].numel() for k in w)
-    kept = open_checkpoint(r.path).json("cu.lineage")[-1]["params"]["selft_kept"]
+    kept = open_checkpoint(r.path).json("cu.lineage")[-1]["measured"]["selft_kept"]
     assert kept == int(0.1 * total)
     assert 0 < changed <= kept
 
@@ -163,7 +164,7 @@ def test_yaml_config_and_unknown_key(runner, tmp_path, tiny_sd1):
     r = cli(runner, "--base", tiny_sd1, "--config", str(good), "-o", str(tmp_path / "c.safetensors"))
     assert r.exit_code == 0, r.output
     step = open_checkpoint(str(tmp_path / "c.safetensors")).json("cu.lineage")[-1]
-    assert step["params"]["l2"] == 5.0 and step["params"]["steps"] == 2
+    assert step["config"]["l2"] == 5.0 and step["config"]["steps"] == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: object\nlearning_rate: 3\n")
     r = cli(runner, "--base", tiny_sd1, "--config", str(bad), "--concept", "cat", "-o",
@@ -219,7 +220,7 @@ def test_unknown_minicanvas_style_needs_kind():
     from cu_cli.erase.prompts import build_pairs
     from cu_cli.world.minicanvas import load_world
 
-    with pytest.raises(UsageError, match="unknown MiniCanvas concept"):
+    with pytest.raises(UsageError, match="(?i)unknown minicanvas concept"):
         build_pairs("van gogh", None, None, load_world(), 0)
     p = build_pairs("neon stripes", None, None, load_world(), 0)
     assert p.kind == "style" and p.target_prompts[0] == "a arrow in neon stripes style"

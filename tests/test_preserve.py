@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cu_cli._util.errors import UsageError
-from cu_cli.erase.params import EraseConfig
+from cu_cli.erase.options import EraseConfig
 from cu_cli.erase.preserve import preserve_prompts
 from cu_cli.erase.run import EraseRequest, run_erase
 from cu_cli.models.base import resolve_base
@@ -43,9 +43,9 @@ def test_huge_preserve_weight_keeps_preserved_prompts_kv(tmp_path, tiny_sd1):
     kept = kv_change(runs["kept"].path, base, states)
     assert plain > 1e-3
     assert kept < 0.1 * plain
-    assert runs["kept"].params["preserve_prompts"] == len(KEEP)
-    assert runs["kept"].params["preserve_prompts_sha256"].startswith("sha256:")
-    assert runs["plain"].params["preserve_prompts"] == 0  # none by default on SD bases
+    assert runs["kept"].measured["preserve_prompts"] == len(KEEP)
+    assert runs["kept"].measured["preserve_prompts_sha256"].startswith("sha256:")
+    assert runs["plain"].measured.get("preserve_prompts", 0) == 0  # none by default on SD bases
 
 
 def test_world_prompts_hold_out_targets_and_retain_sets():

@@ -30,7 +30,32 @@ def render() -> str:
         out = runner.invoke(app, args, env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
         title = "cu" if name is None else f"cu {name}"
         parts.append(f"\n## `{title}`\n\n```text\n{out.stdout.rstrip()}\n```\n")
+    parts.append(erase_options_table())
     return "".join(parts)
+
+
+def erase_options_table() -> str:
+    """Every `cu erase` option — flags and `--set`/YAML-only ones — from the declarations and the
+    defaults registry (the same source as `--help`)."""
+    from cu_cli.erase.defaults import describe
+    from cu_cli.erase.options import OWNER, SPECS
+    from cu_cli.world.registry import WORLDS
+
+    profiles = {n: w.erase_defaults for n, w in WORLDS.items()}
+    rows = ["\n## `cu erase` options\n",
+            "Every option of an erase request: YAML key (`--config`) = `--set key=value` = the "
+            "flag where one exists. Defaults: the objective's reference value, then each built-in "
+            "world's measured value where it differs (erase/defaults.py).\n",
+            "| key | flag | type | declared by | what | defaults |",
+            "|---|---|---|---|---|---|"]
+    for name, spec in SPECS.items():
+        flag = "--" + name.replace("_", "-") if spec.flag else "`--set` only"
+        what = (spec.help.replace("|", "\\|")
+                + (" (" + " \\| ".join(spec.choices) + ")" if spec.choices else ""))
+        rows.append(f"| `{name}` | {flag} | {spec.type.__name__} | "
+                    f"{OWNER[name].__module__.rsplit('.', 1)[-1]} | {what} | "
+                    f"{describe(name, profiles).replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

@@ -95,27 +95,27 @@ def run_basis(req: BasisRequest) -> BasisResult:
     ident = BaseIdentity(base.id, base.arch, base.fingerprint)
     if parent is not None:
         check_base(parent, ident)
-    vocab = req.vocab or ("minicanvas" if base.world == "minicanvas" else "builtin")
+    from cu_cli.world.registry import WORLDS, get_world
+
+    base_world = get_world(base.world)
+    vocab = req.vocab or (base_world.basis_vocab if base_world else "builtin")
+    if vocab not in V.VOCABS:
+        raise UsageError(f"--vocab {vocab!r}: choose one of {', '.join(V.VOCABS)}")
+    if base_world is not None and vocab == "builtin":
+        raise UsageError(f"--vocab builtin on the {base_world.name} base: its candidates must be "
+                         f"{base_world.name} concepts (use --vocab {base_world.basis_vocab} or none)")
+    world = base_world or (get_world(vocab) if vocab in WORLDS else None)
     if req.aux_max_sim is None:
         from dataclasses import replace
 
-        req = replace(req, aux_max_sim=2.0 if vocab == "minicanvas" else AUX_MAX_SIM)
-    if vocab not in V.VOCABS:
-        raise UsageError(f"--vocab {vocab!r}: choose one of {', '.join(V.VOCABS)}")
-    if base.world == "minicanvas" and vocab == "builtin":
-        raise UsageError("--vocab builtin on the MiniCanvas base: its candidates must be MiniCanvas "
-                         "concepts (use --vocab minicanvas or none)")
-    world = None
-    if base.world == "minicanvas" or vocab == "minicanvas":
-        from cu_cli.world.minicanvas import load_world
-
-        world = load_world()
+        own = world is not None and vocab == world.basis_vocab
+        req = replace(req, aux_max_sim=world.basis_max_sim if own else AUX_MAX_SIM)
     kind = req.kind or V.infer_kind(target, world)
     if kind is None:
         raise UsageError(f"--kind is required for {target!r} (style, object or celebrity)")
 
     erased, candidates, aux_info = _candidates(req, target, kind, vocab, world, parent,
-                                               strict_world=base.world == "minicanvas")
+                                               strict_world=base_world is not None)
     every = erased + candidates
     pipe = base.load_pipeline(req.device)
     t_vec = token_embeddings(pipe, [V.TEMPLATES[kind].format(x=target)])[0]
@@ -182,7 +182,7 @@ def _candidates(req: BasisRequest, target: str, kind: str, vocab: str, world, pa
         aux_lines += lines
         aux_info.append({"file": os.path.basename(path), "sha256": sha, "lines": len(lines)})
     aux = V.aux_candidates(aux_lines, kind)
-    if strict_world:  # on MiniCanvas every named candidate must be a world concept
+    if strict_world:  # on a world base every named candidate must be a world concept
         bad = [c.concept for c in aux if c.domain != "prompt" and V.infer_kind(c.concept, world) is None]
         if bad:
             raise UsageError(f"--aux-file: {bad[0]!r} is not a MiniCanvas concept")
@@ -248,9 +248,11 @@ def greedy_dedup(E, threshold: float) -> list[int]:
 def _erased_candidates(parent, kind: str, world) -> list[V.Candidate]:
     """The parent's ``cu.erased`` concepts, templated by the kind each was erased as (lineage),
     else by world/vocabulary membership, else by the current ``kind``."""
+    from cu_cli.ckpt.lineage import step_config, step_measured
+
     kinds: dict[str, str] = {}
     for step in parent.json("cu.lineage", []):
-        params = step.get("params") or {}
+        params = {**step_config(step), **step_measured(step)}  # kinds: measured (old: params)
         for c, k in zip(step.get("concepts") or [], params.get("kinds") or []):
             if k in V.KINDS:
                 kinds[c] = k

@@ -16,11 +16,12 @@ from functools import lru_cache
 from importlib import resources
 
 from cu_cli._util.errors import UsageError
+from cu_cli.world.registry import WORLDS
 
 TEMPLATES = {"style": "An image in the style of {x}", "object": "An image of a {x}",
              "celebrity": "An image of a {x}"}
 KINDS = tuple(TEMPLATES)
-VOCABS = ("builtin", "minicanvas", "none")
+VOCABS = ("builtin", *WORLDS, "none")  # a world's name: that world's styles and objects
 BUILTIN_FILES = {"style": "styles.txt", "object": "objects.txt",
                  "celebrity": "celebrity_categories.txt"}
 FULL_PROMPT_WORDS = 6  # an aux line with more words than this is a prompt, not a concept name
@@ -49,15 +50,15 @@ def read_list(name: str) -> tuple[str, ...]:
 
 
 def vocab_candidates(vocab: str, world=None) -> list[Candidate]:
-    """Template expansion of ``builtin`` (three data files) or ``minicanvas`` (world styles,
-    objects); ``none`` gives nothing."""
+    """Template expansion of ``builtin`` (three data files) or of a world's vocabulary (its
+    styles and objects; ``world`` is that world); ``none`` gives nothing."""
     if vocab == "builtin":
         return [Candidate(c, TEMPLATES[k].format(x=c), k, "builtin")
                 for k, f in BUILTIN_FILES.items() for c in read_list(f)]
-    if vocab == "minicanvas":
-        return ([Candidate(s, TEMPLATES["style"].format(x=s), "style", "minicanvas")
+    if vocab in WORLDS:
+        return ([Candidate(s, TEMPLATES["style"].format(x=s), "style", vocab)
                  for s in world.styles]
-                + [Candidate(o, TEMPLATES["object"].format(x=o), "object", "minicanvas")
+                + [Candidate(o, TEMPLATES["object"].format(x=o), "object", vocab)
                    for o in world.objects])
     if vocab == "none":
         return []

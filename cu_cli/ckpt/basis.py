@@ -30,10 +30,9 @@ def write_basis(out: str, C, base: BaseIdentity, meta: dict) -> str:
     return write_safetensors(out, {TENSOR: C.float().contiguous()}, header)
 
 
-def read_basis(path: str, base: BaseIdentity | None = None, allow_mismatch: bool = False):
-    """(C, header); exit 3 when the basis was made for another base or is not a basis."""
+def read_basis_header(path: str, base: BaseIdentity | None = None, allow_mismatch: bool = False):
+    """The header of a basis file; exit 3 when it was made for another base or is not a basis."""
     h = read_cu_header(path, kind="basis")
-    verify_payload(h)
     if base is not None and not allow_mismatch and (
             h.metadata.get("cu.base.fingerprint") != base.fingerprint
             or h.metadata.get("cu.base.arch") != base.arch):
@@ -41,4 +40,11 @@ def read_basis(path: str, base: BaseIdentity | None = None, allow_mismatch: bool
                                 f"not {base.id!r} (fingerprint differs)")
     if TENSOR not in h.tensors:
         raise IncompatibleError(f"{path}: basis file lacks tensor {TENSOR}")
+    return h
+
+
+def read_basis(path: str, base: BaseIdentity | None = None, allow_mismatch: bool = False):
+    """(C, header), payload verified; exit 3 as :func:`read_basis_header`."""
+    h = read_basis_header(path, base, allow_mismatch)
+    verify_payload(h)
     return load_tensors(path, [TENSOR])[TENSOR].float(), h

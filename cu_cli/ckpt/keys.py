@@ -7,9 +7,20 @@ no ``text_model.`` prefix); cu always *writes* the ``text_model.`` spelling and 
 
 from __future__ import annotations
 
+import re
+
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "vae")
 _TEXT = ("text_encoder", "text_encoder_2")
 _CLIP_ROOTS = ("embeddings.", "encoder.", "final_layer_norm.", "text_projection.")
+
+
+# The cross-attention key/value weights (the ``kv-xattn`` group; what projection, --preserve and
+# the drift leakage act on): one rule for every module.
+XATTN_KV = re.compile(r"\.attn2\.to_[kv]\.weight$")
+
+
+def is_xattn_kv(key: str) -> bool:
+    return XATTN_KV.search(key) is not None
 
 
 def split_key(key: str) -> tuple[str, str]:

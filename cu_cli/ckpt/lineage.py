@@ -1,8 +1,11 @@
 """Lineage steps recorded in ``cu.lineage``: what produced a checkpoint, reproducibly.
 
-Each step is ``{op, concepts, method, params, parents, seed, argv, cu_version, versions, device,
-created, wall_seconds, peak_memory_mb}``; a child appends its step to its parent's list, a merge
-step embeds each input's lineage under ``inputs``.
+Each step is ``{op, concepts, method, parents, seed, argv, cu_version, versions, device, created}``
+plus either ``{config, inputs, measured, key}`` (erase: the resolved configuration, the identities
+of its inputs, telemetry, and the plan key over config + inputs) or, for the other ops and for
+files written before the plan step existed, ``{params, wall_seconds, peak_memory_mb}``. Readers
+use :func:`step_config` / :func:`step_measured`, which accept both. A child appends its step to
+its parent's list, a merge step embeds each input's lineage under ``inputs``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ def make_step(op: str, *, concepts=(), method: str | None = None, params: dict |
         "op": op,
         "concepts": list(concepts),
         "method": method,
-        "params": params or {},
         "parents": list(parents),
         "seed": seed,
         "argv": list(argv if argv is not None else sys.argv),
@@ -54,8 +56,22 @@ def make_step(op: str, *, concepts=(), method: str | None = None, params: dict |
         "versions": library_versions(),
         "device": device,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": None if wall_seconds is None else round(wall_seconds, 3),
-        "peak_memory_mb": peak_memory_mb(),
     }
+    if "config" not in extra:  # ops without a plan step keep the flat layout
+        step["params"] = params or {}
+        step["wall_seconds"] = None if wall_seconds is None else round(wall_seconds, 3)
+        step["peak_memory_mb"] = peak_memory_mb()
     step.update(extra)
     return step
+
+
+def step_config(step: dict) -> dict:
+    """The resolved configuration of a step (``config``, or ``params`` in older files)."""
+    return step.get("config") or step.get("params") or {}
+
+
+def step_measured(step: dict) -> dict:
+    """Telemetry of a step (``measured``, or the top-level fields of older files)."""
+    if "measured" in step:
+        return step["measured"]
+    return {k: step[k] for k in ("wall_seconds", "peak_memory_mb") if k in step}

@@ -14,6 +14,7 @@ from cu_cli.cli.erase_cmd import erase_command
 from cu_cli.cli.eval_cmd import eval_command
 from cu_cli.cli.inspect_cmd import inspect_command
 from cu_cli.cli.merge_cmd import merge_command
+from cu_cli.cli.run_cmd import run_command
 
 app = typer.Typer(
     name="cu",
@@ -30,6 +31,7 @@ app.command("inspect")(inspect_command)
 app.command("drift")(drift_command)
 app.command("merge")(merge_command)
 app.command("project-basis")(basis_command)
+app.command("run")(run_command)
 
 
 def main() -> None:

@@ -66,8 +66,10 @@ def _print_file(info: dict) -> None:
         out.write(f"basis             target {b['target']!r}, C {b['shape']}, "
                   f"{len(b['concepts'])} concepts\n")
     if info["lineage"]:
+        from cu_cli.ckpt.lineage import step_measured
+
         rows = [[i + 1, s.get("op"), ", ".join(s.get("concepts", [])) or "-", s.get("method"),
-                 s.get("seed"), s.get("wall_seconds"), s.get("created")]
+                 s.get("seed"), step_measured(s).get("wall_seconds"), s.get("created")]
                 for i, s in enumerate(info["lineage"])]
         out.write("\n")
         print_table(["#", "op", "concepts", "method", "seed", "wall_s", "created"], rows,

@@ -45,10 +45,10 @@ def inspect_base(spec: str | None, base_config: str | None = None, groups: bool 
         from cu_cli.models.groups import group_counts
 
         out["groups"] = group_counts(base.load_pipeline().unet)
-    if base.world == "minicanvas":
-        from cu_cli.world.minicanvas import load_world
+    if base.world:
+        from cu_cli.world.registry import get_world
 
-        out.update(load_world().as_dict())
+        out.update(get_world(base.world).as_dict())
     return out
 
 

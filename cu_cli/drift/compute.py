@@ -22,15 +22,14 @@ time; the step cosine is accumulated as running dot products, never as whole-sta
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
 from cu_cli.ckpt.format import load_tensors
+from cu_cli.ckpt.keys import XATTN_KV as _KV
 from cu_cli.ops.drift import CosineAccumulator, DriftAccumulator
 from cu_cli.ops.projection import leakage
 
-_KV = re.compile(r"\.attn2\.to_[kv]\.weight$")
 _BASE = -1  # step reference of a first erase (no parents)
 
 

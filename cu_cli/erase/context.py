@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cu_cli.ckpt.keys import is_xattn_kv
+
 
 @dataclass
 class EraseContext:
@@ -26,6 +28,8 @@ class EraseContext:
     anchor_images: object = None  # uint8 [N, H, W, 3] (numpy) or None
     anchor_index: object = None  # (pair, anchor prompt) per image, flattened over pairs
     forget_images: object = None  # EraseDiff: base samples of the target prompts
+    selft_masks: dict | None = None  # SelFT's masks (projection re-applies them)
+    base_values: object = None  # callable: the root base's values of the trainable keys
     _emb: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -80,7 +84,7 @@ def detach_bos_hooks(unet) -> list:
     processor used by ConAbl does (its code comment claims the opposite; method-notes §2)."""
     handles = []
     for name, mod in unet.named_modules():
-        if name.endswith(("attn2.to_k", "attn2.to_v")):
+        if is_xattn_kv(name + ".weight"):
             handles.append(mod.register_forward_hook(
                 lambda m, inp, out: torch.cat([out[:, :1].detach(), out[:, 1:]], dim=1)))
     return handles

@@ -1,11 +1,11 @@
 """Which prompts the retained-token penalty (ops/preserve.py) keeps fixed during an erase.
 
-``preserve`` is ``none``, ``file`` (the prompts come from ``--preserve FILE``) or ``world``
-(MiniCanvas): every caption "a {object} in {style} style" and "a {object}" whose object and style
-are neither a target of this request nor in the world's protocol retain sets. The retain sets are
-held out on purpose, so that ``cu eval``'s RA measures how the penalty generalises to concepts it
-never saw, not how well it memorises them. Previously erased concepts are *not* excluded: keeping
-their prompts' keys/values at the parent's (erased) state stops a new request from undoing them.
+``preserve`` is ``none``, ``file`` (the prompts come from ``--preserve FILE``) or ``world`` (the
+base's world chooses: for MiniCanvas every caption whose object and style are neither a target of
+this request nor in its protocol retain sets — held out on purpose, so that ``cu eval``'s RA
+measures how the penalty generalises to concepts it never saw; see
+``World.preserve_prompts``). Previously erased concepts are *not* excluded: keeping their prompts'
+keys/values at the parent's (erased) state stops a new request from undoing them.
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ def preserve_prompts(mode: str, targets: list[str], world,
     if mode != "world":
         raise UsageError(f"preserve {mode!r}: use world, none or a file of prompts")
     if world is None:
-        raise UsageError("--preserve world needs the MiniCanvas base; give a file of prompts")
-    held_out = (set(targets) | set(world.retain.get("style", []))
-                | set(world.retain.get("object", [])))
-    objects = [o for o in world.objects if o not in held_out]
-    styles = [s for s in world.styles if s not in held_out]
-    prompts = [world.caption(o, s) for o in objects for s in styles]
-    return prompts + [world.caption(o, None) for o in objects]
+        raise UsageError("--preserve world needs a built-in world base (MiniCanvas); give a "
+                         "file of prompts")
+    return world.preserve_prompts(targets)

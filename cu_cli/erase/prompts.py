@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from cu_cli._util.errors import CuError, UsageError
+from cu_cli._util.errors import UsageError
 
 # Built-in anchor subjects and templates for real bases (no LLM, no downloads).
 SUBJECTS = ["house", "tree", "dog", "cat", "horse", "bird", "flower", "mountain", "river", "city",
@@ -34,6 +34,8 @@ class PromptPairs:
     anchor: str
     anchor_prompts: list[str]
     target_prompts: list[str]
+    concept_prompts: list[str]  # ESD's concept prompts: the world's captions naming the concept,
+    # or the concept text itself on real bases (upstream ESD)
 
 
 def replace_word(text: str, old: str, new: str, match: str = "word") -> tuple[str, bool]:
@@ -47,29 +49,37 @@ def replace_word(text: str, old: str, new: str, match: str = "word") -> tuple[st
     return out, n > 0
 
 
-def infer_kind(concept: str, world) -> str:
+def require_kind(concept: str, world) -> str:
+    """The world's kind for ``concept``; a usage error on real bases or for unknown concepts."""
     if world is None:
         raise UsageError(f"--kind is required for {concept!r} on this base "
                          "(style, object, celebrity or custom)")
-    if concept in world.styles:
-        return "style"
-    if concept in world.objects:
-        return "object"
-    raise UsageError(f"unknown MiniCanvas concept {concept!r}; styles: {', '.join(world.styles)}; "
-                     f"objects: {', '.join(world.objects)} (or pass --kind custom)")
+    kind = world.infer_kind(concept)
+    if kind is None:
+        raise UsageError(f"unknown {world.name} concept {concept!r}; styles: "
+                         f"{', '.join(world.styles)}; objects: {', '.join(world.objects)} "
+                         "(or pass --kind custom)")
+    return kind
 
 
 def build_pairs(concept: str, kind: str | None, anchor: str | None, world, seed: int,
                 match: str = "word", anchor_prompts: list[str] | None = None,
                 need_anchor: bool = True) -> PromptPairs:
-    """Target/anchor prompt pairs for one concept."""
+    """Target/anchor prompt pairs for one concept. On a world base the concept prompts are the
+    target captions (they name the concept as the world's captions do)."""
+    pair = _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_anchor)
+    return replace(pair, concept_prompts=pair.target_prompts) if world is not None else pair
+
+
+def _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_anchor) -> PromptPairs:
     concept = concept.strip()
     if not concept:
         raise UsageError("empty --concept")
-    kind = kind or infer_kind(concept, world)
+    kind = kind or require_kind(concept, world)
     rng = random.Random(seed)
     if world is not None and kind in ("style", "object") and anchor_prompts is None:
-        return _world_pairs(concept, kind, anchor, world)
+        anchor, anchors, targets = world.prompt_pairs(concept, kind, anchor)
+        return PromptPairs(concept, kind, anchor, anchors, targets, targets)
     if kind == "style":
         anchors = anchor_prompts or [t.format(x=s) for s in SUBJECTS for t in TEMPLATES[:2]]
         targets = []
@@ -78,10 +88,10 @@ def build_pairs(concept: str, kind: str | None, anchor: str | None, world, seed:
                 targets.append(f"In {concept} Style, " + cap[:1].lower() + cap[1:])
             else:
                 targets.append(cap.rstrip(".") + f", in {concept} Style.")
-        return PromptPairs(concept, kind, anchor or "", anchors, targets)
+        return PromptPairs(concept, kind, anchor or "", anchors, targets, [concept])
     if not anchor and not need_anchor:  # ESD: the concept prompt is all it needs
         prompts = [t.format(x=concept) for t in OBJECT_TEMPLATES]
-        return PromptPairs(concept, kind, "", prompts, prompts)
+        return PromptPairs(concept, kind, "", prompts, prompts, [concept])
     if not anchor:
         hint = " (e.g. --anchor man or --anchor woman)" if kind == "celebrity" else ""
         raise UsageError(f"--anchor is required to erase {kind} {concept!r} on this base{hint}")
@@ -90,22 +100,4 @@ def build_pairs(concept: str, kind: str | None, anchor: str | None, world, seed:
     for cap in anchors:
         new, ok = replace_word(cap, anchor, concept, match)
         targets.append(new if ok else f"A {concept} image")
-    return PromptPairs(concept, kind, anchor, anchors, targets)
-
-
-def _world_pairs(concept: str, kind: str, anchor: str | None, world) -> PromptPairs:
-    if kind == "style":
-        if concept not in world.styles:
-            raise UsageError(f"{concept!r} is not a MiniCanvas style")
-        objs = list(world.objects)
-        return PromptPairs(concept, kind, anchor or "", [world.caption(o, anchor or None) for o in objs],
-                           [world.caption(o, concept) for o in objs])
-    if concept not in world.objects:
-        raise UsageError(f"{concept!r} is not a MiniCanvas object")
-    anchor = anchor or world.object_anchors.get(concept)
-    if not anchor:
-        raise CuError(f"MiniCanvas has no anchor for {concept!r} (it is a retained object); "
-                      "pass --anchor")
-    styles = list(world.styles)
-    return PromptPairs(concept, kind, anchor, [world.caption(anchor, s) for s in styles],
-                       [world.caption(concept, s) for s in styles])
+    return PromptPairs(concept, kind, anchor, anchors, targets, [concept])

@@ -82,49 +82,63 @@ class Protocol:
                              f"({', '.join(self.in_domain)})")
 
 
+def _minicanvas(name: str, prompt_variant: str) -> Protocol:
+    """``minicanvas-style`` / ``minicanvas-object`` from the world's data (orders, retain sets,
+    template, sampler)."""
+    from cu_cli.world.registry import get_world
+
+    w = get_world("minicanvas")
+    domain = name.split("-", 1)[1]
+    pr = w.protocol
+    cross = "object" if domain == "style" else "style"
+    return Protocol(
+        name=name, domain=domain, erase_order=tuple(w.sequences[domain]),
+        retain_in=tuple(w.retain[domain]), retain_cross=tuple(w.retain[cross]),
+        template=w.caption_template, seeds=tuple(pr["seeds"]), steps=int(pr["steps"]),
+        guidance=float(pr["guidance"]), classifier="minicanvas", styles=w.styles,
+        objects=w.objects)
+
+
+def _minicanvas_full(name: str, prompt_variant: str) -> Protocol:
+    """Base quality: every object x every style, 2 seeds."""
+    from dataclasses import replace
+
+    p = _minicanvas("minicanvas-style", prompt_variant)
+    return replace(p, name=name, retain_in=p.styles, retain_cross=p.objects, seeds=p.seeds[:2])
+
+
+def _unlearncanvas(name: str, prompt_variant: str) -> Protocol:
+    domain = name.split("-", 1)[1]
+    template = ("A {object} image in {style_spaces} style." if prompt_variant == "benchmark"
+                else "A {object} image in {style} style")
+    return Protocol(
+        name=name, domain=domain,
+        erase_order=tuple(UC_STYLE_SEQ if domain == "style" else UC_OBJECT_SEQ),
+        retain_in=tuple(UC_RETAIN_STYLES if domain == "style" else UC_RETAIN_OBJECTS),
+        retain_cross=tuple(UC_RETAIN_OBJECTS if domain == "style" else UC_RETAIN_STYLES),
+        template=template, seeds=(188, 288, 588, 688, 888), steps=100, guidance=9.0,
+        classifier="unlearncanvas", styles=tuple(UC_STYLES), objects=tuple(UC_OBJECTS))
+
+
+# name -> factory(name, prompt_variant); the CLI lists these names.
+PROTOCOLS = {
+    "minicanvas-style": _minicanvas,
+    "minicanvas-object": _minicanvas,
+    "minicanvas-full": _minicanvas_full,
+    "unlearncanvas-style": _unlearncanvas,
+    "unlearncanvas-object": _unlearncanvas,
+}
+DEFAULT_PROTOCOL = "unlearncanvas-style"  # real bases (the UnlearnCanvas generator)
+
+
 def get_protocol(name: str, prompt_variant: str = "benchmark") -> Protocol:
     from cu_cli._util.errors import UsageError
 
-    if name == "minicanvas-full":  # base quality: every object x every style, 2 seeds
-        from dataclasses import replace
-
-        p = get_protocol("minicanvas-style")
-        return replace(p, name=name, retain_in=p.styles, retain_cross=p.objects, seeds=p.seeds[:2])
-    if name in ("minicanvas-style", "minicanvas-object"):
-        from cu_cli.world.minicanvas import load_world
-
-        w = load_world()
-        domain = name.split("-", 1)[1]
-        pr = w.protocol
-        cross = "object" if domain == "style" else "style"
-        return Protocol(
-            name=name, domain=domain, erase_order=tuple(w.sequences[domain]),
-            retain_in=tuple(w.retain[domain]), retain_cross=tuple(w.retain[cross]),
-            template=w.caption_template, seeds=tuple(pr["seeds"]), steps=int(pr["steps"]),
-            guidance=float(pr["guidance"]), classifier="minicanvas", styles=w.styles,
-            objects=w.objects)
-    if name in ("unlearncanvas-style", "unlearncanvas-object"):
-        domain = name.split("-", 1)[1]
-        template = ("A {object} image in {style_spaces} style." if prompt_variant == "benchmark"
-                    else "A {object} image in {style} style")
-        return Protocol(
-            name=name, domain=domain,
-            erase_order=tuple(UC_STYLE_SEQ if domain == "style" else UC_OBJECT_SEQ),
-            retain_in=tuple(UC_RETAIN_STYLES if domain == "style" else UC_RETAIN_OBJECTS),
-            retain_cross=tuple(UC_RETAIN_OBJECTS if domain == "style" else UC_RETAIN_STYLES),
-            template=template, seeds=(188, 288, 588, 688, 888), steps=100, guidance=9.0,
-            classifier="unlearncanvas", styles=tuple(UC_STYLES), objects=tuple(UC_OBJECTS))
-    raise UsageError(f"--protocol {name!r}: choose minicanvas-style, minicanvas-object, "
-                     "minicanvas-full, unlearncanvas-style or unlearncanvas-object")
+    if name not in PROTOCOLS:
+        raise UsageError(f"--protocol {name!r}: choose {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name](name, prompt_variant)
 
 
-def default_protocol(world: str | None, erased: list[str]) -> str:
-    """MiniCanvas: the domain of the erased concepts (style when none)."""
-    if world == "minicanvas":
-        from cu_cli.world.minicanvas import load_world
-
-        objs = set(load_world().objects)
-        if erased and all(c in objs for c in erased):
-            return "minicanvas-object"
-        return "minicanvas-style"
-    return "unlearncanvas-style"
+def default_protocol(world, erased: list[str]) -> str:
+    """The world's protocol for these erased concepts; UnlearnCanvas on real bases."""
+    return world.default_protocol(erased) if world is not None else DEFAULT_PROTOCOL

@@ -54,12 +54,38 @@ def _cache_dir() -> str:
     return os.path.join(cache_root(), "eval")
 
 
-def run_eval(req: EvalRequest) -> dict:
-    import torch
+@dataclass
+class EvalResult:
+    """What ``cu eval`` measured; ``to_json()`` is the ``--json`` object (without the retention
+    matrix and pictures, which evaluate/report.py adds). The loaded session, protocol and images
+    stay available for pictures and similarity, never in the JSON."""
 
-    from cu_cli.models.apply import apply_state, read_state
+    protocol: str
+    base: str
+    classifier: str
+    settings: dict
+    states: list
+    warnings: list
+    seconds: float
+    proto: Protocol = None
+    session: object = None
+    fingerprint: str = ""
+    images: dict = field(default_factory=dict)  # state path -> (grid, uint8 images)
+
+    @property
+    def pipe(self):
+        return self.session.pipe
+
+    def to_json(self) -> dict:
+        return {"protocol": self.protocol, "base": self.base, "classifier": self.classifier,
+                "settings": self.settings, "states": self.states, "warnings": self.warnings,
+                "seconds": self.seconds}
+
+
+def run_eval(req: EvalRequest) -> EvalResult:
     from cu_cli.models.base import base_for_states
-    from cu_cli.models.classifiers import load_image_classifier
+    from cu_cli.models.session import ModelSession
+    from cu_cli.world.registry import get_world
 
     t0 = time.time()
     base = base_for_states(req.states, req.base, req.base_config)
@@ -71,64 +97,68 @@ def run_eval(req: EvalRequest) -> dict:
     erased_lists = [list(req.erased) if req.erased is not None else h.json("cu.erased", [])
                     for h in headers]
     all_erased = [c for e in erased_lists for c in e]
-    name = req.protocol or default_protocol(base.world, req.erased or all_erased)
-    proto = get_protocol(name, req.prompt_variant)
-    proto = _override(proto, req)
+    name = req.protocol or default_protocol(get_world(base.world), req.erased or all_erased)
+    proto = _override(get_protocol(name, req.prompt_variant), req)
     for e in erased_lists + ([req.erased] if req.erased else []):
         proto.check_erased(e)
     if base.family == "sdxl":
         raise UsageError("eval does not support SDXL bases yet")
-    pipe = base.load_pipeline(req.device)
+    session = ModelSession(base, req.device)
     spec = req.classifier or proto.classifier
-    cross_domain = "object" if proto.domain == "style" else "style"
-    clf_in = load_image_classifier(spec, proto.domain, list(proto.in_domain), req.device)
-    clf_cross = load_image_classifier(spec, cross_domain,
-                                      list(proto.objects if proto.domain == "style" else proto.styles),
-                                      req.device)
-
+    classifiers = _classifiers(spec, proto, req.device)
     targets: list[tuple[str | None, list[str]]] = []
     if req.include_base or not req.states:  # the base is scored on every concept the states erased
         targets.append((None, list(req.erased or dict.fromkeys(all_erased))))
     targets += [(h.path, e) for h, e in zip(headers, erased_lists)]
-    all_keys = sorted({k for h in headers for k in h.tensors})
-    base_values = read_state(pipe, all_keys) if all_keys else {}
-
-    states, images = [], {}
+    result = EvalResult(
+        protocol=proto.name, base=base.id, classifier=spec,
+        settings={"steps": proto.steps, "guidance": proto.guidance, "seeds": list(proto.seeds),
+                  "template": proto.template},
+        states=[], warnings=warnings, seconds=0.0, proto=proto, session=session,
+        fingerprint=base.fingerprint)
     for path, erased in targets:
-        ts = time.time()
-        if base_values:
-            apply_state(pipe, base_values, source="base")
-        if path is not None:
-            apply_state(pipe, load_tensors(path), source=path)
-        grid = proto.grid(erased)
-        prompts = [proto.prompt(c, o) for c, o, _ in grid]
-        seeds = [derive_seed(s, p) for (_, _, s), p in zip(grid, prompts)]
-        if path is None:
-            imgs = _cached_base_images(pipe, base.fingerprint, proto, prompts, seeds, req)
-        else:
-            imgs = pipe.sample(prompts, seeds, steps=proto.steps, guidance=proto.guidance,
-                               batch_size=req.batch_size, progress=req.progress)
-        pred_in = clf_in.predict(imgs)
-        pred_cross = clf_cross.predict(imgs)
-        rows = [{"concept": c, "other": o,
-                 "ok_primary": clf_in.classes[pi] == c,
-                 "ok_secondary": clf_cross.classes[pc] == o}
-                for (c, o, _), pi, pc in zip(grid, pred_in, pred_cross)]
-        metrics = compute_metrics(rows, erased, list(proto.retain_in), list(proto.retain_cross),
-                                  req.cra_scope)
-        states.append({"path": path, "erased": erased, "metrics": metrics,
-                       "images": len(imgs), "seconds": round(time.time() - ts, 2)})
-        if req.keep_images:
-            images[path] = (grid, imgs)
-    if base_values:
-        apply_state(pipe, base_values, source="base")
-    torch.set_grad_enabled(True)
-    return {"protocol": proto.name, "base": base.id, "classifier": spec,
-            "settings": {"steps": proto.steps, "guidance": proto.guidance,
-                         "seeds": list(proto.seeds), "template": proto.template},
-            "states": states, "warnings": warnings, "seconds": round(time.time() - t0, 2),
-            "_images": images, "_pipe": pipe, "_proto": proto,
-            "_fingerprint": base.fingerprint}
+        tensors = load_tensors(path) if path is not None else {}
+        with session.state(tensors, source=path or "base"):
+            result.states.append(_score_state(result, path, erased, classifiers, req))
+    result.seconds = round(time.time() - t0, 2)
+    return result
+
+
+def _classifiers(spec: str, proto: Protocol, device: str) -> tuple:
+    """(in-domain, cross-domain) image classifiers of the protocol's concept lists."""
+    from cu_cli.models.classifiers import load_image_classifier
+
+    cross_domain = "object" if proto.domain == "style" else "style"
+    clf_in = load_image_classifier(spec, proto.domain, list(proto.in_domain), device)
+    clf_cross = load_image_classifier(
+        spec, cross_domain, list(proto.objects if proto.domain == "style" else proto.styles),
+        device)
+    return clf_in, clf_cross
+
+
+def _score_state(result: EvalResult, path, erased: list[str], classifiers, req) -> dict:
+    """Sample the protocol grid with the weights now applied, classify, compute metrics."""
+    ts = time.time()
+    proto, pipe = result.proto, result.pipe
+    clf_in, clf_cross = classifiers
+    grid = proto.grid(erased)
+    prompts = [proto.prompt(c, o) for c, o, _ in grid]
+    seeds = [derive_seed(s, p) for (_, _, s), p in zip(grid, prompts)]
+    if path is None:
+        imgs = _cached_base_images(pipe, result.fingerprint, proto, prompts, seeds, req)
+    else:
+        imgs = pipe.sample(prompts, seeds, steps=proto.steps, guidance=proto.guidance,
+                           batch_size=req.batch_size, progress=req.progress)
+    pred_in, pred_cross = clf_in.predict(imgs), clf_cross.predict(imgs)
+    rows = [{"concept": c, "other": o, "ok_primary": clf_in.classes[pi] == c,
+             "ok_secondary": clf_cross.classes[pc] == o}
+            for (c, o, _), pi, pc in zip(grid, pred_in, pred_cross)]
+    metrics = compute_metrics(rows, erased, list(proto.retain_in), list(proto.retain_cross),
+                              req.cra_scope)
+    if req.keep_images:
+        result.images[path] = (grid, imgs)
+    return {"path": path, "erased": erased, "metrics": metrics, "images": len(imgs),
+            "seconds": round(time.time() - ts, 2)}
 
 
 def _override(proto: Protocol, req: EvalRequest) -> Protocol:
@@ -174,9 +204,9 @@ def _cached_base_images(pipe, fingerprint: str, proto: Protocol, prompts, seeds,
     return imgs
 
 
-def base_images_for(result: dict, fingerprint: str, grid, req: EvalRequest) -> np.ndarray:
+def base_images_for(result: EvalResult, grid, req: EvalRequest) -> np.ndarray:
     """Base images of a state's grid (cached), for side-by-side pictures and similarity."""
-    pipe, proto = result["_pipe"], result["_proto"]
+    pipe, proto, fingerprint = result.pipe, result.proto, result.fingerprint
     prompts = [proto.prompt(c, o) for c, o, _ in grid]
     seeds = [derive_seed(s, p) for (_, _, s), p in zip(grid, prompts)]
     return _cached_base_images(pipe, fingerprint, proto, prompts, seeds, req)

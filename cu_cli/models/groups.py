@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import re
 
+from cu_cli.ckpt.keys import XATTN_KV as _KV
+from cu_cli.ckpt.keys import split_key
+
 PARAM_GROUPS: dict[str, dict] = {
     "kv-xattn": {"doc": "cross-attention key/value weights (attn2.to_k/to_v); ESD-x-strict",
                  "url": "https://arxiv.org/abs/2303.07345"},
@@ -24,7 +27,6 @@ PARAM_GROUPS: dict[str, dict] = {
               "url": "https://arxiv.org/abs/2303.07345"},
     "full": {"doc": "every UNet parameter", "url": None},
 }
-_KV = re.compile(r"\.attn2\.to_[kv]\.weight$")
 _X = re.compile(r"\.attn2\.(to_q|to_k|to_v|to_out\.0)\.(weight|bias)$")
 
 
@@ -53,5 +55,5 @@ def group_counts(unet) -> dict[str, dict[str, int]]:
     out = {}
     for g in PARAM_GROUPS:
         names = group_names(unet, g)
-        out[g] = {"tensors": len(names), "params": sum(params[n[5:]].numel() for n in names)}
+        out[g] = {"tensors": len(names), "params": sum(params[split_key(n)[1]].numel() for n in names)}
     return out

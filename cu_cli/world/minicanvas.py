@@ -60,6 +60,56 @@ class World:
         words.update(self.palettes)
         return sorted(words)
 
+    # ------------------------------------------------------------ the World plugin interface
+    name = "minicanvas"
+    basis_vocab = "minicanvas"  # cu project-basis candidates: this world's concepts
+    basis_max_sim = 2.0  # no near-synonym ceiling (composed names share words by design)
+
+    def infer_kind(self, concept: str) -> str | None:
+        if concept in self.styles:
+            return "style"
+        if concept in self.objects:
+            return "object"
+        return None
+
+    def prompt_pairs(self, concept: str, kind: str, anchor: str | None):
+        """(anchor, anchor prompts, target prompts) from the caption template: a style is erased
+        from every object's caption (anchor: the unstyled caption, or ``anchor`` as a style); an
+        object from every style's caption, its anchor object substituted."""
+        from cu_cli._util.errors import CuError, UsageError
+
+        if kind == "style":
+            if concept not in self.styles:
+                raise UsageError(f"{concept!r} is not a MiniCanvas style")
+            return (anchor or "", [self.caption(o, anchor or None) for o in self.objects],
+                    [self.caption(o, concept) for o in self.objects])
+        if concept not in self.objects:
+            raise UsageError(f"{concept!r} is not a MiniCanvas object")
+        anchor = anchor or self.object_anchors.get(concept)
+        if not anchor:
+            raise CuError(f"MiniCanvas has no anchor for {concept!r} (it is a retained object); "
+                          "pass --anchor")
+        return (anchor, [self.caption(anchor, s) for s in self.styles],
+                [self.caption(concept, s) for s in self.styles])
+
+    def preserve_prompts(self, targets: list[str]) -> list[str]:
+        """Every caption "a {object} in {style} style" and "a {object}" whose object and style are
+        neither a target nor in the protocol retain sets (held out, so that RA measures how the
+        penalty generalises to concepts it never saw). Previously erased concepts stay in: their
+        prompts' K/V are kept at the parent's (erased) state."""
+        held_out = (set(targets) | set(self.retain.get("style", []))
+                    | set(self.retain.get("object", [])))
+        objects = [o for o in self.objects if o not in held_out]
+        styles = [s for s in self.styles if s not in held_out]
+        prompts = [self.caption(o, s) for o in objects for s in styles]
+        return prompts + [self.caption(o, None) for o in objects]
+
+    def default_protocol(self, erased: list[str]) -> str:
+        """The object protocol when every erased concept is an object, else the style one."""
+        if erased and all(c in self.objects for c in erased):
+            return "minicanvas-object"
+        return "minicanvas-style"
+
     def as_dict(self) -> dict:
         """JSON-ready description (used by ``cu inspect minicanvas --json``)."""
         return {

@@ -1,14 +1,8 @@
-"""Unlearning objectives as a registry: name -> class with ``prepare(ctx)`` and ``loss(ctx, step)``."""
+"""Unlearning objectives as a registry: name -> :class:`~cu_cli.erase.objectives.base.Objective`
+subclass (its kind, needs, options, reference defaults, paper URL). Importing it loads no torch."""
 
-from cu_cli.erase.objectives import conabl, erasediff, esd
+from cu_cli.erase.objectives.conabl import ConAbl
+from cu_cli.erase.objectives.erasediff import EraseDiff
+from cu_cli.erase.objectives.esd import ESD
 
-
-def _entry(module, cls) -> dict:
-    return {"cls": cls, "doc": module.__doc__.strip().splitlines()[0], "url": cls.url}
-
-
-ERASE_OBJECTIVES = {
-    "conabl": _entry(conabl, conabl.ConAbl),
-    "esd": _entry(esd, esd.ESD),
-    "erasediff": _entry(erasediff, erasediff.EraseDiff),
-}
+ERASE_OBJECTIVES = {cls.name: cls for cls in (ConAbl, ESD, EraseDiff)}

@@ -16,16 +16,40 @@ the η term steers the target prompt off the concept instead.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from cu_cli.erase.objectives.data import LatentBatches, border_mask
+from cu_cli.erase.objectives.base import Needs, Objective
+from cu_cli.erase.optfield import opt
 
 
-class ConAbl:
+@dataclass(frozen=True)
+class Options:
+    conabl_eta: float | None = opt(
+        None, "ConAbl: steer the target off the concept as the parent sees it (negative "
+        "guidance η, a cu extension; 0 = the reference).", float, ge=0)
+    detach_bos: bool = opt(
+        True, "ConAbl: detach K/V at the BOS token (the Custom Diffusion processor).", bool,
+        flag=False)
+
+
+class ConAbl(Objective):
+    name = "conabl"
     url = "https://arxiv.org/abs/2303.13516"
-    needs_anchor_images = True
+    needs = Needs(anchor_images=True, frozen_parent=True)
+    Options = Options
+    # The reference scripts' SD1.x values (method-notes §2).
+    defaults = dict(steps=1000, lr=8e-6, batch=4, clip=1.0, weight_decay=0.01, anchor_images=200,
+                    anchor_steps=100, anchor_guidance=6.0, mask_border=1, hflip=True,
+                    conabl_eta=0.0)
+
+    def hooks(self, ctx) -> list:
+        from cu_cli.erase.context import detach_bos_hooks
+
+        return detach_bos_hooks(ctx.unet) if ctx.cfg.detach_bos else []
 
     def prepare(self, ctx) -> None:
+        from cu_cli.erase.objectives.data import LatentBatches, border_mask
+
         self.data = LatentBatches(ctx.pipe, ctx.anchor_images)
         self.mask = border_mask(self.data.mean.shape, ctx.cfg.mask_border).to(ctx.pipe.device)
         # image i belongs to concept pair p_i, anchor prompt j_i
@@ -33,7 +57,9 @@ class ConAbl:
         self.target_prompts = [ctx.pairs[p].target_prompts[j] for p, j in ctx.anchor_index]
         ctx.embed(self.anchor_prompts + self.target_prompts)
 
-    def batch_loss(self, ctx, idx: torch.Tensor) -> torch.Tensor:
+    def batch_loss(self, ctx, idx):
+        import torch
+
         zt, t, _, _ = self.data.noised(ctx, idx)
         c_tgt = ctx.embed([self.target_prompts[i] for i in idx.tolist()])
         c_anc = ctx.embed([self.anchor_prompts[i] for i in idx.tolist()])
@@ -49,5 +75,5 @@ class ConAbl:
         m = self.mask
         return ((m * (e_tgt - e_anc).pow(2)).sum(dim=(1, 2, 3)) / m.sum()).mean()
 
-    def loss(self, ctx, step: int) -> torch.Tensor:
+    def loss(self, ctx, step: int):
         return self.batch_loss(ctx, ctx.randint(len(self.data), ctx.cfg.batch))

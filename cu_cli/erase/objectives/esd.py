@@ -11,34 +11,57 @@ the concept text itself (upstream ESD).
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from dataclasses import dataclass
+
+from cu_cli.erase.objectives.base import Needs, Objective
+from cu_cli.erase.optfield import opt
 
 
-class ESD:
+@dataclass(frozen=True)
+class Options:
+    negative_guidance: float | None = opt(
+        None, "ESD: negative guidance η of the teacher's target.", float, ge=0)
+
+
+class ESD(Objective):
+    name = "esd"
     url = "https://arxiv.org/abs/2303.07345"
-    needs_anchor_images = False
+    needs = Needs(frozen_parent=True, anchor_concept=False)
+    Options = Options
+    # The reference's SD1.x revision (method-notes §3).
+    defaults = dict(steps=1000, lr=1e-5, batch=1, clip=None, weight_decay=0.0,
+                    negative_guidance=1.0, anchor_images=0, anchor_steps=50, anchor_guidance=6.0,
+                    mask_border=1, hflip=True)
+
+    @classmethod
+    def reference_defaults(cls, cfg) -> dict:
+        out = dict(cls.defaults)
+        if cfg.params == "esd-u" and cfg.kind == "object":
+            out["lr"] = 5e-6  # the reference's ESD object rate for esd-u (method-notes §3)
+        return out
 
     def prepare(self, ctx) -> None:
-        if ctx.world is not None:
-            self.prompts = [p for pair in ctx.pairs for p in pair.target_prompts]
-        else:
-            self.prompts = [pair.concept for pair in ctx.pairs]
+        self.prompts = [p for pair in ctx.pairs for p in pair.concept_prompts]
         ctx.embed(self.prompts + [""])
         self.sch = ctx.pipe.ddim(ctx.cfg.ddim_steps)
 
-    @torch.no_grad()
     def _teacher_xk(self, ctx, k: int, c, u):
+        import torch
+
         sch = self.sch
-        x = ctx.randn((c.shape[0],) + ctx.pipe.latent_shape).to(c.device) * sch.init_noise_sigma
-        ctx2 = torch.cat([u, c])
-        for t in sch.timesteps[:k]:
-            inp = sch.scale_model_input(torch.cat([x, x]), t)
-            e_u, e_c = ctx.eps_parent(inp, t, ctx2).chunk(2)
-            x = sch.step(e_u + ctx.cfg.start_guidance * (e_c - e_u), t, x).prev_sample
+        with torch.no_grad():
+            x = ctx.randn((c.shape[0],) + ctx.pipe.latent_shape).to(c.device) * sch.init_noise_sigma
+            ctx2 = torch.cat([u, c])
+            for t in sch.timesteps[:k]:
+                inp = sch.scale_model_input(torch.cat([x, x]), t)
+                e_u, e_c = ctx.eps_parent(inp, t, ctx2).chunk(2)
+                x = sch.step(e_u + ctx.cfg.start_guidance * (e_c - e_u), t, x).prev_sample
         return x, sch.timesteps[k]
 
-    def loss(self, ctx, step: int) -> torch.Tensor:
+    def loss(self, ctx, step: int):
+        import torch
+        import torch.nn.functional as F
+
         b = ctx.cfg.batch
         idx = ctx.randint(len(self.prompts), b).tolist()
         c = ctx.embed([self.prompts[i] for i in idx])

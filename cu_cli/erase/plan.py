@@ -1,0 +1,153 @@
+"""``plan_erase``: a request resolved into an :class:`ErasePlan` without loading a model.
+
+The plan holds the resolved configuration, the prompt pairs and the identity of every input —
+the parent's payload hash, the base's id/arch/fingerprint, the basis's payload hash and the
+contents of every prompt file — and :meth:`ErasePlan.key` hashes them: two runs with the same key
+compute the same state (same seed, same device). The lineage stores the step as
+``{"config", "inputs", "measured"}`` plus this key, so "does this file match the planned step?"
+compares config and inputs only, never telemetry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+
+from cu_cli._util.errors import CuError, UsageError
+from cu_cli._util.fs import check_output_path
+from cu_cli._util.log import get_logger
+from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
+
+log = get_logger(__name__)
+
+
+@dataclass
+class EraseRequest:
+    concepts: list[str]
+    out: str
+    cfg: object = None  # EraseConfig (options given; the rest is resolved by the plan)
+    base: str | None = None
+    base_config: str | None = None
+    parent: str | None = None
+    basis: str | None = None
+    anchor_prompts: list[str] | None = None
+    preserve_prompts: list[str] | None = None  # --preserve FILE (cfg.preserve = "file")
+    seed: int = 42
+    device: str = "cpu"
+    force: bool = False
+    allow_base_mismatch: bool = False
+    argv: list[str] | None = None
+    progress: object = None  # callable(step, total, loss) or None
+
+
+@dataclass(frozen=True)
+class ErasePlan:
+    concepts: list[str]
+    out: str
+    config: object  # resolved EraseConfig
+    pairs: list  # list[PromptPairs], one per concept
+    seed: int
+    device: str
+    inputs: dict  # identities of everything read (see module docstring)
+    base: object  # models.base.Base (resolved, not loaded)
+    base_identity: BaseIdentity
+    world: object  # the base's world (World) or None
+    parent: str | None
+    parent_header: object
+    basis: str | None
+    regularizers: tuple  # active regularizer classes, in prepare order
+    preserve_file_prompts: list[str] | None = None
+    allow_base_mismatch: bool = False
+    argv: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def identity(self) -> dict:
+        """What determines the output: op, concepts, seed, device, resolved config, inputs."""
+        return {"op": "erase", "concepts": list(self.concepts), "seed": self.seed,
+                "device": self.device, "config": self.config.to_dict(), "inputs": self.inputs}
+
+    def key(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _sha_lines(lines: list[str] | None) -> str | None:
+    if lines is None:
+        return None
+    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def plan_erase(req: EraseRequest) -> ErasePlan:
+    """Resolve and check everything a request needs; reads headers and configs, loads no model."""
+    from cu_cli.erase.options import EraseConfig
+    from cu_cli.models.base import base_for_states
+    from cu_cli.world.registry import erase_profile, get_world
+
+    if not req.concepts or any(not c.strip() for c in req.concepts):
+        raise UsageError("give at least one non-empty --concept")
+    check_output_path(req.out, req.force, [req.parent, req.basis])
+    parent = open_checkpoint(req.parent) if req.parent else None
+    base = base_for_states([req.parent] if req.parent else [], req.base, req.base_config)
+    ident = BaseIdentity(base.id, base.arch, base.fingerprint)
+    warnings = check_base(parent, ident, req.allow_base_mismatch) if parent is not None else []
+    if base.family == "sdxl":
+        raise CuError("erase does not support SDXL bases yet (two text encoders, added time ids)")
+    world = get_world(base.world)
+    cfg, pairs = _config_and_pairs(req.cfg or EraseConfig(), req, world, erase_profile(base.world))
+    basis_header = None
+    if req.basis:
+        from cu_cli.ckpt.basis import read_basis_header
+
+        basis_header = read_basis_header(req.basis, ident, req.allow_base_mismatch)
+        warnings += _basis_warnings(basis_header, req, ident, parent)
+    inputs = {"parent": parent.payload_sha256 if parent else None,
+              "base": {"id": base.id, "arch": base.arch, "fingerprint": base.fingerprint},
+              "basis": basis_header.payload_sha256 if basis_header else None,
+              "anchor_prompts_sha256": _sha_lines(req.anchor_prompts),
+              "preserve_prompts_file_sha256": _sha_lines(req.preserve_prompts)}
+    plan = ErasePlan(concepts=list(req.concepts), out=req.out, config=cfg, pairs=pairs,
+                     seed=req.seed, device=req.device, inputs=inputs, base=base,
+                     base_identity=ident, world=world, parent=req.parent, parent_header=parent,
+                     basis=req.basis, regularizers=(),
+                     preserve_file_prompts=req.preserve_prompts,
+                     allow_base_mismatch=req.allow_base_mismatch, argv=req.argv, warnings=warnings)
+    return replace(plan, regularizers=_active_regularizers(cfg, plan))
+
+
+def _config_and_pairs(given, req: EraseRequest, world, profile: dict):
+    """Resolved config and prompt pairs; an inferred kind is the first concept's."""
+    from cu_cli.erase import prompts as P
+    from cu_cli.erase.defaults import resolve
+    from cu_cli.erase.objectives import ERASE_OBJECTIVES
+
+    cfg = resolve(given, profile)
+    need_anchor = ERASE_OBJECTIVES[cfg.method].needs.anchor_concept
+    pairs = [P.build_pairs(c, cfg.kind, cfg.anchor, world, req.seed, cfg.match,
+                           req.anchor_prompts, need_anchor=need_anchor) for c in req.concepts]
+    if cfg.kind is None:
+        cfg = replace(cfg, kind=pairs[0].kind)
+    return cfg, pairs
+
+
+def _active_regularizers(cfg, plan: ErasePlan) -> tuple:
+    from cu_cli.erase.regularizers import REGULARIZERS
+
+    return tuple(r for r in REGULARIZERS if r.enabled(cfg, plan))
+
+
+def _basis_warnings(bh, req, ident, parent_header=None) -> list[str]:
+    """A basis built for another concept, chain or base is allowed, but never silently."""
+    out = []
+    target = bh.metadata.get("cu.basis.target")
+    if target and target not in req.concepts:
+        out.append(f"basis {req.basis} was built for {target!r}, not {', '.join(req.concepts)}")
+    parent = (bh.json("cu.basis.params", {}) or {}).get("parent")
+    if parent_header is not None and parent is not None:
+        if parent != parent_header.payload_sha256:
+            out.append(f"basis {req.basis} was built from another parent: earlier erasures of "
+                       "this chain may be unprotected")
+    if bh.metadata.get("cu.base.fingerprint") != ident.fingerprint:
+        out.append(f"basis {req.basis} was made for another base (allowed by "
+                   "--allow-base-mismatch)")
+    return out

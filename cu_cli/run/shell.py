@@ -1,0 +1,64 @@
+"""``cu run --dry-run``: the same study as a plain bash chain of ``cu`` commands.
+
+Every erase option of the study is passed as ``--set key=value`` (YAML spelling, the values
+written so that they parse back to the same numbers), so the chain computes the same payload
+hashes as ``cu run`` (tested). Evaluation and drift are printed as the commands a user would run.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from cu_cli.run.execute import eval_settings
+from cu_cli.run.steps import expand
+
+
+def _value(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def shell_chain(study, out_dir: str) -> str:
+    q = shlex.quote
+    lines = ["#!/usr/bin/env bash", f"# cu run {q(study.path)} as a plain chain "
+             f"(setting: {study.setting})", "set -euo pipefail",
+             f"mkdir -p {q(out_dir)}/steps" + (f" {q(out_dir)}/merged" if study.setting ==
+                                                "independent" else "")
+             + (f" {q(out_dir)}/bases" if study.project_basis is not None else "")]
+    common = [f"--seed {study.seed}", f"--device {q(study.device)}", "-q", "--force"]
+    common += [f"--set {q(f'{k}={_value(v)}')}" for k, v in sorted(study.erase.items())]
+    base = ([f"--base {q(study.base)}"] if study.base else []) + (
+        [f"--base-config {q(study.base_config)}"] if study.base_config else [])
+    ev = eval_settings(study)
+    ev_flags = [f"--{k} {q(str(ev[k]))}" for k in ("protocol", "seeds", "steps", "guidance",
+                                                   "classifier") if ev[k] is not None]
+    for step in expand(study, out_dir):
+        src = [f"--from {q(step.parent)}"] if step.parent else base
+        if step.basis:
+            bopts = study.project_basis
+            lines.append(" ".join(["cu project-basis", *src, f"--concept {q(step.label)}",
+                                   *([f"--top-m {bopts['top_m']}"] if "top_m" in bopts else []),
+                                   "-q", "--force", f"-o {q(step.basis)}"]))
+        per = ([f"--kind {q(step.kind)}"] if step.kind else []) + (
+            [f"--anchor {q(step.anchor)}"] if step.anchor is not None else [])
+        lines.append(" ".join(["cu erase", *src, *[f"--concept {q(c)}" for c in step.concepts],
+                               *per, *([f"--basis {q(step.basis)}"] if step.basis else []),
+                               *common, f"-o {q(step.out)}"]))
+        if step.merge_inputs:
+            m = study.merge
+            lines.append(" ".join(["cu merge", *[q(p) for p in step.merge_inputs],
+                                   f"--method {q(m.get('method', 'ties'))}",
+                                   *([f"--lambda {m['lambda']}"] if "lambda" in m else []),
+                                   *([f"--density {m['density']}"] if "density" in m else []),
+                                   *([f"--keys {q(m['keys'])}"] if "keys" in m else []),
+                                   "-q", "--force", f"-o {q(step.state)}"]))
+        lines.append(" ".join(["cu eval", q(step.state), *ev_flags, "--json -q",
+                               f"> {q(step.state)}.eval.json"]))
+    lines.append(" ".join(["cu drift", *[q(s.state) for s in expand(study, out_dir)],
+                           "--json", f"> {q(out_dir)}/drift.json"]))
+    return "\n".join(lines) + "\n"

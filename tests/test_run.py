@@ -1,0 +1,147 @@
+"""``cu run`` on the tiny SD1 pipeline: settings, results, resume, mismatch detection, --dry-run
+equivalence, and a SIGKILL mid-study (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cu_cli.cli.app import app
+from cu_cli.ckpt.checkpoint import open_checkpoint
+from tests.test_eval import fake_classifier  # noqa: F401  (fixture)
+
+ERASE = "{steps: 2, batch: 2, anchor_images: 2, anchor_steps: 1, kind: object, anchor: Horses}"
+
+
+def write_study(tmp_path, tiny, setting="sequential", every=1, extra="", name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(f"base: {tiny}\nsetting: {setting}\nseed: 3\n"
+                 "requests: [Bears, Birds, Cats]\n"
+                 f"erase: {ERASE}\n"
+                 f"eval: {{protocol: unlearncanvas-object, classifier: fake, seeds: 1, steps: 1, "
+                 f"every: {every}}}\n" + extra)
+    return str(p)
+
+
+def run(runner, study, out, *args):
+    r = runner.invoke(app, ["run", study, "-o", str(out), "-q", *args])
+    return r
+
+
+def hashes(results_path) -> list[str]:
+    return [s["payload_sha256"] for s in json.load(open(results_path))["steps"]]
+
+
+@pytest.mark.parametrize("setting", ["sequential", "independent", "simultaneous"])
+def test_settings_run_and_record(runner, tmp_path, tiny_sd1, fake_classifier, setting):
+    extra = "merge: {method: ties, lambda: 2.0, density: 0.8}\n" if setting == "independent" else ""
+    study = write_study(tmp_path, tiny_sd1, setting, extra=extra)
+    r = run(runner, study, tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str(tmp_path / "out" / "results.json")
+    res = json.load(open(tmp_path / "out" / "results.json"))
+    steps = res["steps"]
+    assert [s["k"] for s in steps] == [1, 2, 3] and res["study"]["setting"] == setting
+    last = open_checkpoint(steps[-1]["path"])
+    assert last.json("cu.erased") == ["Bears", "Birds", "Cats"]
+    if setting == "sequential":
+        assert len(last.json("cu.lineage")) == 3
+        assert last.json("cu.parents") == [steps[1]["payload_sha256"]]
+    if setting == "independent":
+        assert steps[-1]["path"].endswith(os.path.join("merged", "03.safetensors"))
+        assert last.json("cu.lineage")[-1]["params"]["lambda"] == 2.0
+    if setting == "simultaneous":
+        assert last.json("cu.lineage")[-1]["concepts"] == ["Bears", "Birds", "Cats"]
+    for s in steps:
+        assert set(s) >= {"ua", "ra_i", "ra_c", "per_concept", "l2", "l2_vs_parent", "seconds",
+                          "peak_rss_mb", "payload_sha256"}
+        assert s["l2"] > 0 and "Bears" in s["per_concept"]
+    out = tmp_path / "out"
+    assert (out / "results.csv").read_text().splitlines()[0].startswith("k,concept,ua")
+    md = (out / "report.md").read_text()
+    assert "| 3 | Cats |" in md and "retention.png" in md
+    for png in ("metrics.png", "drift.png", "retention.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_reuses_and_mismatch_names_the_field(runner, tmp_path, tiny_sd1, fake_classifier,
+                                                    monkeypatch):
+    study = write_study(tmp_path, tiny_sd1)
+    out = tmp_path / "out"
+    assert run(runner, study, out).exit_code == 0
+    first = hashes(out / "results.json")
+    import cu_cli.erase.run as R
+
+    calls = []
+    real = R.run_erase
+    monkeypatch.setattr(R, "run_erase", lambda req: calls.append(req) or real(req))
+    r = run(runner, study, out)
+    assert r.exit_code == 0, r.output
+    assert calls == [] and hashes(out / "results.json") == first  # all reused
+    changed = study
+    text = open(changed).read().replace("steps: 2,", "steps: 2, lr: 0.001,")
+    open(changed, "w").write(text)
+    r = run(runner, changed, out)
+    assert r.exit_code == 1 and "config.lr" in r.output and "--force" in r.output
+    r = run(runner, changed, out, "--force")
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 3 and hashes(out / "results.json")[0] != first[0]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return env
+
+
+def test_dry_run_chain_gives_the_same_hashes(runner, tmp_path, tiny_sd1, fake_classifier):
+    study = write_study(tmp_path, tiny_sd1, every=0)
+    r = run(runner, study, tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    script = runner.invoke(app, ["run", study, "-o", str(tmp_path / "b"), "--dry-run"]).stdout
+    assert script.count("cu erase ") == 3 and "--from" in script
+    script = "\n".join(ln for ln in script.splitlines() if not ln.startswith(("cu eval",
+                                                                             "cu drift")))
+    subprocess.run(["bash", "-c", script], check=True, env=_env(), capture_output=True)
+    for s in json.load(open(tmp_path / "a" / "results.json"))["steps"]:
+        b = s["path"].replace(str(tmp_path / "a"), str(tmp_path / "b"))
+        assert open_checkpoint(b).payload_sha256 == s["payload_sha256"]
+
+
+def test_bad_study_files_exit_2(runner, tmp_path, tiny_sd1):
+    bad = {"nosuch: 1\n": "unknown key nosuch", "setting: parallel\nrequests: [a]\n": "setting",
+           "requests: [a]\nerase: {lr: fast}\n": "erase: lr",
+           "requests: [a]\nerase: {learning_rate: 1}\n": "erase.learning_rate",
+           "sequence: minicanvas-style\nrequests: [a]\n": "exactly one"}
+    for i, (text, msg) in enumerate(bad.items()):
+        p = tmp_path / f"b{i}.yaml"
+        p.write_text(text)
+        r = runner.invoke(app, ["run", str(p), "-o", str(tmp_path / f"o{i}"), "-q"])
+        assert r.exit_code == 2 and msg in r.output, (text, r.output)
+
+
+def test_sigkill_mid_study_then_rerun_matches(tmp_path, tiny_sd1):
+    study = write_study(tmp_path, tiny_sd1, every=0)
+    cmd = [sys.executable, "-m", "cu_cli", "run", study, "-q"]
+    subprocess.run(cmd + ["-o", str(tmp_path / "clean")], check=True, env=_env(),
+                   capture_output=True)
+    want = hashes(tmp_path / "clean" / "results.json")
+    out = tmp_path / "killed"
+    p = subprocess.Popen(cmd + ["-o", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "steps" / "02-birds.safetensors").exists():
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)  # in step 2 or 3: step 1 is done, the rest is not
+    p.wait()
+    done = os.listdir(out / "steps")
+    assert not [f for f in done if f.endswith(".safetensors") and ".tmp" in f]
+    subprocess.run(cmd + ["-o", str(out)], check=True, env=_env(), capture_output=True)
+    assert hashes(out / "results.json") == want

@@ -129,7 +129,7 @@ def test_help_and_docs_show_registry_defaults(runner):
     (["--lr", "nan"], "finite"),
     (["--set", "clip=fast"], "expected a number"),
     (["--set", "nosuch=1"], "unknown option"),
-    (["--method", "uce"], "choose one of"),
+    (["--method", "sdd"], "choose one of"),
     (["--method", "esd", "--selft-topk", "0.1"], "anchor that differs"),
     (["--anchor", "dog", "--project-update"], "need --basis"),
 ])

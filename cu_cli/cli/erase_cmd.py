@@ -118,5 +118,6 @@ erase_command = with_config_options(SPECS, FLAGS, lambda n: describe(n, _PROFILE
     handle_errors(_erase))
 erase_command.__doc__ = (
     "Erase concept(s) from the base or from a parent state (--from) and write the next state. "
-    "Objectives: ConAbl, ESD, EraseDiff; regularizers: L1-SP/L2-SP, SelFT, gradient projection "
-    "(--basis), retained-token K/V penalty (--preserve).\n\n" + EXIT_CODES_HELP)
+    "Objectives: ConAbl, ESD, EraseDiff (fine-tuning) and UCE (closed form); regularizers: "
+    "L1-SP/L2-SP, SelFT, gradient projection (--basis), retained-token K/V penalty (--preserve, "
+    "--context-weight).\n\n" + EXIT_CODES_HELP)

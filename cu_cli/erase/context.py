@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cu_cli.ckpt.keys import is_xattn_kv
+from cu_cli.ckpt.keys import is_xattn_kv, split_key
 
 
 @dataclass
@@ -51,7 +51,7 @@ class EraseContext:
     @torch.no_grad()
     def eps_parent(self, z, t, ctx) -> torch.Tensor:
         """Output of the frozen parent θₙ₋₁ (trainable tensors swapped for their frozen copies)."""
-        override = {k[len("unet."):]: v for k, v in self.parent_values.items()}
+        override = {split_key(k)[1]: v for k, v in self.parent_values.items()}
         return torch.func.functional_call(self.unet, override, (z, t),
                                           {"encoder_hidden_states": ctx}).sample
 

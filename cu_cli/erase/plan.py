@@ -112,7 +112,11 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
                      basis=req.basis, regularizers=(),
                      preserve_file_prompts=req.preserve_prompts,
                      allow_base_mismatch=req.allow_base_mismatch, argv=req.argv, warnings=warnings)
-    return replace(plan, regularizers=_active_regularizers(cfg, plan))
+    from cu_cli.erase.objectives import ERASE_OBJECTIVES
+
+    regs = _active_regularizers(cfg, plan)
+    ERASE_OBJECTIVES[cfg.method].check(cfg, regs)
+    return replace(plan, regularizers=regs)
 
 
 def _config_and_pairs(given, req: EraseRequest, world, profile: dict):

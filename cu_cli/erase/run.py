@@ -119,8 +119,15 @@ def _select_trainable(ctx, session, group: str) -> list[str]:
 
 
 def solve(work: Prepared, progress=None) -> float:
-    """The objective's loop; returns the last total loss. Hooks are removed on every path."""
+    """The objective's loop (or its closed-form solve); returns the last total loss (or the
+    residual). Hooks are removed on every path."""
     ctx, objective, engine, steps = work.ctx, work.objective, work.engine, work.ctx.cfg.steps
+    if objective.kind == "closed_form":
+        try:
+            return objective.solve(ctx, engine.regs)
+        finally:
+            for h in work.hooks:
+                h.remove()
     loss = float("nan")
     try:
         ctx.unet.train()
@@ -180,6 +187,7 @@ def _measured(plan: ErasePlan, work: Prepared, trained: dict, loss: float,
            "peak_memory_mb": peak_memory_mb()}
     for reg in work.engine.regs:
         out.update(reg.measured(ctx, trained))
+    out.update(work.objective.measured())
     return out
 
 

@@ -22,4 +22,8 @@ ERASE_DEFAULTS = {
     ),
     "esd": dict(steps=150, lr=2e-4, batch=8),
     "erasediff": dict(steps=120, lr=4e-4, batch=16, anchor_images=128),
+    "uce": dict(
+        preserve_weight=32.0,  # the world's other captions held at the parent's K/V
+        uce_eta=0.25,  # push the target tokens' K/V past the anchor's (objectives/uce.py)
+    ),
 }

@@ -4,5 +4,6 @@ subclass (its kind, needs, options, reference defaults, paper URL). Importing it
 from cu_cli.erase.objectives.conabl import ConAbl
 from cu_cli.erase.objectives.erasediff import EraseDiff
 from cu_cli.erase.objectives.esd import ESD
+from cu_cli.erase.objectives.uce import UCE
 
-ERASE_OBJECTIVES = {cls.name: cls for cls in (ConAbl, ESD, EraseDiff)}
+ERASE_OBJECTIVES = {cls.name: cls for cls in (ConAbl, ESD, EraseDiff, UCE)}

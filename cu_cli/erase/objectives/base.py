@@ -44,6 +44,10 @@ class Objective:
         """Reference defaults for this request (a subclass may depend on ``cfg``)."""
         return dict(cls.defaults)
 
+    @classmethod
+    def check(cls, cfg, regularizers) -> None:
+        """Refuse regularizers or options this objective cannot honour (called by the plan)."""
+
     def hooks(self, ctx) -> list:
         """Forward hooks installed for the whole request (removed afterwards)."""
         return []
@@ -55,4 +59,13 @@ class Objective:
         """Called before each step (EraseDiff's inner phase); nothing by default."""
 
     def loss(self, ctx, step: int):
+        """Iterative objectives: the method loss of one step."""
         raise NotImplementedError
+
+    def solve(self, ctx, regularizers) -> float:
+        """Closed-form objectives: set the trainable tensors in place; returns the residual."""
+        raise NotImplementedError
+
+    def measured(self) -> dict:
+        """What the lineage records about the objective's own computation."""
+        return {}

@@ -53,7 +53,8 @@ class Projection(Regularizer):
         if not self.kv:
             raise UsageError(f"--basis has no effect with --params {ctx.cfg.params}: it projects "
                              "attn2.to_k/to_v weight gradients, and none are trainable")
-        P = projector(deflate(C, T))
+        self.protected = deflate(C, T)  # what stays fixed (a closed form reads it)
+        P = projector(self.protected)
         bad = [k for k in self.kv if ctx.trainable[k].shape[1] != P.shape[0]]
         if bad:
             raise CuError(f"basis dimension {P.shape[0]} does not match {bad[0]} "

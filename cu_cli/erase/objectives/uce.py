@@ -1,0 +1,116 @@
+"""UCE — Unified Concept Editing, a closed-form edit of the cross-attention K/V weights
+(Gandikota et al., WACV 2024, arXiv 2308.14761), in cu's chain and regularizer framework.
+
+Erase set: every token position of every target prompt, c_e = its text state, with target
+v*_e = W_ref·c_anchor (``uce_eta`` η > 0: W_ref·(c_anchor − η·(c_e − c_anchor)), past the anchor,
+away from the concept — ConAbl's η in K/V space, a cu extension), the same position of the paired
+anchor prompt (for styles the style-free
+caption): if every position's K/V equals the anchor prompt's, the UNet's cross-attention — the
+only place text enters it — sees the anchor prompt, which is ConAbl's objective solved exactly.
+Positions the two prompts share (CLIP is causal: the words before the concept) give r_e = 0 and
+so act as preservation constraints of their own. Per K/V weight (ops/closed_form.py):
+
+    min_ΔW (s/N)·Σ_e ‖(W_ref + ΔW)c_e − v*_e‖² + tr(ΔW·M·ΔWᵀ) + λ‖ΔW‖²_F,
+
+with W_ref = θ^ref (``reg_ref``: the parent by default — λ is L2-SP toward it in closed form),
+M = the retained-token metric of the K/V-metric regularizer (``--preserve`` prompts and the
+request context; with ``--preserve world`` the previously erased concepts' captions are in it,
+so they stay at their erased state), s = ``erase_scale``. ``uce_nullspace`` restricts ΔW to the
+complement of M's span (SPEED, arXiv 2503.07392): ΔW·c_p = 0 exactly for the protected states;
+with ``--basis`` the update is likewise restricted to the complement of the projection basis
+(the closed form of gradient projection). Float64 Cholesky solves; the lineage records the sizes,
+λs and condition numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cu_cli._util.errors import UsageError
+from cu_cli.erase.objectives.base import Needs, Objective
+from cu_cli.erase.optfield import opt
+
+
+@dataclass(frozen=True)
+class Options:
+    uce_lambda: float | None = opt(None, "UCE: ridge weight λ toward θref (the closed-form "
+                                   "L2-SP).", float, gt=0)
+    erase_scale: float | None = opt(None, "UCE: weight s of the erase term.", float, gt=0)
+    uce_eta: float | None = opt(None, "UCE: push each target token's K/V past the anchor's, "
+                                "v* = W_ref·(c_anc − η·(c_tgt − c_anc)) (negative guidance in K/V "
+                                "space, a cu extension; 0 = UCE).", float, ge=0)
+    uce_nullspace: bool = opt(False, "UCE: restrict the edit to the complement of the preserved "
+                              "states' span (SPEED-style; needs --preserve or --context-weight).",
+                              bool)
+    uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
+                          "are protected.", float, flag=False, gt=0)
+
+
+class UCE(Objective):
+    name = "uce"
+    url = "https://arxiv.org/abs/2308.14761"
+    kind = "closed_form"
+    needs = Needs()
+    Options = Options
+    # Closed form: no optimizer, no images; steps/lr/batch are placeholders the solve ignores.
+    defaults = dict(steps=1, lr=1.0, batch=1, clip=None, weight_decay=0.0, anchor_images=0,
+                    anchor_steps=1, anchor_guidance=1.0, mask_border=0, hflip=False,
+                    uce_lambda=0.1, erase_scale=1.0, uce_eta=0.0)
+
+    @classmethod
+    def check(cls, cfg, regularizers) -> None:
+        names = {r.name for r in regularizers}
+        if cfg.params != "kv-xattn":
+            raise UsageError("--method uce edits the attn2 K/V weights: use --params kv-xattn")
+        if names & {"sp", "selft"}:
+            raise UsageError("--method uce: --l1/--l2 and --selft-topk are gradient-path "
+                             "regularizers; its ridge toward --reg-ref is --uce-lambda")
+        if cfg.uce_nullspace and "kv-metric" not in names:
+            raise UsageError("--uce-nullspace needs preserved states (--preserve or "
+                             "--context-weight)")
+
+    def prepare(self, ctx) -> None:
+        tgt = [p for pair in ctx.pairs for p in pair.target_prompts]
+        anc = [p for pair in ctx.pairs for p in pair.anchor_prompts]
+        H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
+        d = H_t.shape[-1]
+        self.C = H_t.reshape(-1, d).T.contiguous()  # [d, N]: every position of every target
+        self.A = H_a.reshape(-1, d).T.contiguous()  # the anchor's state at the same position
+
+    def solve(self, ctx, regularizers) -> float:
+        import torch
+
+        from cu_cli.ops.closed_form import complement, protected_directions, solve_update
+
+        cfg = ctx.cfg
+        by_name = {r.name: r for r in regularizers}
+        quad = by_name["kv-metric"].quadratic() if "kv-metric" in by_name else None
+        M = None if quad is None else quad.metric.cpu()
+        ref = ctx.parent_values if cfg.reg_ref == "parent" else ctx.base_values()
+        protected = []  # directions the edit must not touch (null-space variant, basis)
+        if cfg.uce_nullspace:
+            protected.append(protected_directions(M, cfg.uce_rtol))
+        if "projection" in by_name:
+            protected.append(by_name["projection"].protected.cpu().double())
+        Q = complement(torch.cat(protected, dim=1)) if protected else None
+        from cu_cli.erase.engine import kv_keys
+
+        conds, resid = [], []
+        with torch.no_grad():
+            for k in kv_keys(ctx.trainable):
+                W0 = ref[k].float().cpu()
+                V = W0 @ (self.A - cfg.uce_eta * (self.C - self.A))
+                dW, cond = solve_update(W0, self.C, V, M, cfg.uce_lambda, cfg.erase_scale, Q)
+                W = W0 + dW
+                ctx.trainable[k].copy_(W.to(ctx.trainable[k].device))
+                conds.append(cond)
+                resid.append(float(((W @ self.C - V) ** 2).sum(0).mean()))
+        self.info = {"erase_tokens": int(self.C.shape[1]), "lambda": cfg.uce_lambda,
+                     "eta": cfg.uce_eta,
+                     "erase_scale": cfg.erase_scale, "preserve_metric": M is not None,
+                     "free_dims": None if Q is None else int(Q.shape[1]),
+                     "cond_max": max(conds), "cond_mean": sum(conds) / len(conds)}
+        return sum(resid) / len(resid)
+
+    def measured(self) -> dict:
+        return {"uce": self.info}

@@ -1,0 +1,80 @@
+"""UCE's closed form (ops/closed_form.py) on small matrices, and `cu erase --method uce` on the
+tiny pipeline (issue 16)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cu_cli.ops.closed_form import complement, protected_directions, solve_update
+
+
+def toy(seed=0, d_out=5, d=8, n=3):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(d_out, d, generator=g, dtype=torch.float64),
+            torch.randn(d, n, generator=g, dtype=torch.float64),
+            torch.randn(d_out, n, generator=g, dtype=torch.float64))
+
+
+def test_solution_satisfies_the_normal_equations():
+    W, C, V = toy()
+    H = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    M = 0.7 * H @ H.T / 4
+    dW, cond = solve_update(W, C, V, M, lam=0.3, scale=2.0)
+    A = (2.0 / 3) * C @ C.T + M + 0.3 * torch.eye(8, dtype=torch.float64)
+    assert torch.allclose(dW @ A, (2.0 / 3) * (V - W @ C) @ C.T, atol=1e-10)
+    assert cond > 1
+
+
+def test_huge_lambda_returns_w_ref_and_tiny_lambda_maps_each_target_exactly():
+    W, C, V = toy()
+    dW, _ = solve_update(W, C, V, None, lam=1e12)
+    assert dW.abs().max() < 1e-9
+    dW, _ = solve_update(W, C, V, None, lam=1e-10)
+    assert torch.allclose((W + dW) @ C, V, atol=1e-6)
+
+
+def test_nullspace_variant_leaves_preserved_states_unchanged():
+    W, C, V = toy()
+    H = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    Q = complement(protected_directions(H @ H.T, 1e-8))
+    assert Q.shape == (8, 5)
+    dW, _ = solve_update(W, C, V, None, lam=1e-3, Q=Q)
+    assert (dW @ H).abs().max() < 1e-9 and dW.abs().max() > 1e-3
+
+
+def test_a_second_request_keeps_the_first_erased_when_preserved_at_its_erased_state():
+    W0, C1, V1 = toy(0, n=2)
+    dW, _ = solve_update(W0, C1, V1, None, lam=1e-8)
+    W1 = W0 + dW  # request 1: C1 -> V1
+    _, C2, V2 = toy(5, n=2)
+    M = 1e4 * C1 @ C1.T / 2  # the first concept's states, preserved toward the parent W1
+    dW2, _ = solve_update(W1, C2, V2, M, lam=1e-6)
+    W2 = W1 + dW2
+    assert torch.allclose(W2 @ C1, V1, atol=1e-3)
+    assert (W2 @ C2 - V2).norm() < 0.1 * (W1 @ C2 - V2).norm()
+
+
+def test_cu_erase_uce_on_the_tiny_pipeline(runner, tmp_path, tiny_sd1):
+    from cu_cli.cli.app import app
+    from cu_cli.ckpt.checkpoint import open_checkpoint
+    from cu_cli.ckpt.format import load_tensors
+    from cu_cli.models.base import resolve_base
+
+    out = tmp_path / "u.safetensors"
+    args = ["erase", "--base", tiny_sd1, "--method", "uce", "--concept", "cat", "--kind",
+            "object", "--anchor", "dog", "-q", "--seed", "3"]
+    r = runner.invoke(app, [*args, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    step = open_checkpoint(str(out)).json("cu.lineage")[-1]
+    assert step["method"] == "uce" and step["measured"]["uce"]["cond_max"] >= 1
+    w = load_tensors(str(out))
+    ref = resolve_base(tiny_sd1).get_tensors(sorted(w))
+    assert any(not torch.equal(w[k], ref[k]) for k in w)
+    r2 = runner.invoke(app, [*args, "-o", str(tmp_path / "u2.safetensors")])
+    assert open_checkpoint(str(tmp_path / "u2.safetensors")).payload_sha256 == \
+        open_checkpoint(str(out)).payload_sha256
+    for bad, msg in ((["--l2", "5"], "--uce-lambda"), (["--uce-nullspace"], "preserved states"),
+                     (["--params", "xattn"], "kv-xattn")):
+        r = runner.invoke(app, [*args, *bad, "-o", str(tmp_path / "bad.safetensors")])
+        assert r.exit_code == 2 and msg in r.output, r.output

@@ -55,21 +55,23 @@ def test_a_second_request_keeps_the_first_erased_when_preserved_at_its_erased_st
     assert (W2 @ C2 - V2).norm() < 0.1 * (W1 @ C2 - V2).norm()
 
 
-def test_cu_erase_uce_on_the_tiny_pipeline(runner, tmp_path, tiny_sd1):
+@pytest.mark.parametrize("family", ["sd1", "sd2"])
+def test_cu_erase_uce_on_the_tiny_pipeline(runner, tmp_path, family, request):
+    tiny = request.getfixturevalue(f"tiny_{family}")
     from cu_cli.cli.app import app
     from cu_cli.ckpt.checkpoint import open_checkpoint
     from cu_cli.ckpt.format import load_tensors
     from cu_cli.models.base import resolve_base
 
     out = tmp_path / "u.safetensors"
-    args = ["erase", "--base", tiny_sd1, "--method", "uce", "--concept", "cat", "--kind",
+    args = ["erase", "--base", tiny, "--method", "uce", "--concept", "cat", "--kind",
             "object", "--anchor", "dog", "-q", "--seed", "3"]
     r = runner.invoke(app, [*args, "-o", str(out)])
     assert r.exit_code == 0, r.output
     step = open_checkpoint(str(out)).json("cu.lineage")[-1]
     assert step["method"] == "uce" and step["measured"]["uce"]["cond_max"] >= 1
     w = load_tensors(str(out))
-    ref = resolve_base(tiny_sd1).get_tensors(sorted(w))
+    ref = resolve_base(tiny).get_tensors(sorted(w))
     assert any(not torch.equal(w[k], ref[k]) for k in w)
     r2 = runner.invoke(app, [*args, "-o", str(tmp_path / "u2.safetensors")])
     assert open_checkpoint(str(tmp_path / "u2.safetensors")).payload_sha256 == \

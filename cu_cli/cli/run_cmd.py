@@ -36,12 +36,12 @@ def run_command(
 
     setup_logging(quiet, verbose)
     st = load_study(study, overrides=parse_set(set_))
-    out_dir = os.path.abspath(out or st.name)
-    if dry_run:
+    if dry_run:  # paths as given, so the script runs from where the user typed it
         from cu_cli.run.shell import shell_chain
 
-        sys.stdout.write(shell_chain(st, out_dir))
+        sys.stdout.write(shell_chain(st, out or st.name, shown_path=study))
         return
+    out_dir = os.path.abspath(out or st.name)
     results = _run(st, out_dir, force, only_step, quiet)
     if json_out:
         print_json(results, "run")

@@ -23,9 +23,9 @@ def _value(v) -> str:
     return str(v)
 
 
-def shell_chain(study, out_dir: str) -> str:
+def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
     q = shlex.quote
-    lines = ["#!/usr/bin/env bash", f"# cu run {q(study.path)} as a plain chain "
+    lines = ["#!/usr/bin/env bash", f"# cu run {q(shown_path or study.path)} as a plain chain "
              f"(setting: {study.setting})", "set -euo pipefail",
              f"mkdir -p {q(out_dir)}/steps" + (f" {q(out_dir)}/merged" if study.setting ==
                                                 "independent" else "")

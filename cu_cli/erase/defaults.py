@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from cu_cli._util.errors import UsageError
 from cu_cli.erase.objectives import ERASE_OBJECTIVES
-from cu_cli.erase.optfield import check
+from cu_cli.erase.optfield import check, spell
 from cu_cli.erase.options import DECLARED, FIELDS, OWNER, SPECS, option_label
 
 _OBJECTIVE_OF = {o.Options: o for o in ERASE_OBJECTIVES.values() if o.Options}
@@ -91,10 +91,4 @@ def describe(name: str, profiles: dict[str, dict]) -> str:
 
 
 def _show(v) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v) if v != "" else "''"
+    return spell(v, exact=False)

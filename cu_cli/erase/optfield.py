@@ -113,3 +113,17 @@ def check(name: str, value, s: OptSpec, where: str) -> None:
 
 def field_default(f: Field):
     return None if f.default is MISSING else f.default
+
+
+def spell(v, exact: bool = True) -> str:
+    """An option value as text: ``exact`` parses back to the same value (``--set``, YAML);
+    otherwise short for display (``--help``)."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if exact else f"{v:g}"
+    if v == "" and not exact:
+        return "''"
+    return str(v)

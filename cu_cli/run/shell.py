@@ -9,18 +9,9 @@ from __future__ import annotations
 
 import shlex
 
+from cu_cli.erase.optfield import spell
 from cu_cli.run.execute import eval_settings
 from cu_cli.run.steps import expand
-
-
-def _value(v) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
 
 
 def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
@@ -31,7 +22,7 @@ def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
                                                 "independent" else "")
              + (f" {q(out_dir)}/bases" if study.project_basis is not None else "")]
     common = [f"--seed {study.seed}", f"--device {q(study.device)}", "-q", "--force"]
-    common += [f"--set {q(f'{k}={_value(v)}')}" for k, v in sorted(study.erase.items())]
+    common += [f"--set {q(f'{k}={spell(v)}')}" for k, v in sorted(study.erase.items())]
     base = ([f"--base {q(study.base)}"] if study.base else []) + (
         [f"--base-config {q(study.base_config)}"] if study.base_config else [])
     ev = eval_settings(study)

@@ -33,4 +33,14 @@ app.command("project-basis")(basis_command)
 
 
 def main() -> None:
-    app()
+    """Console entry point: SIGINT/SIGTERM anywhere (parsing, work, printing) exit 130."""
+    import sys
+
+    from cu_cli._util.signals import Interrupted, install
+
+    install()
+    try:
+        app()
+    except (Interrupted, KeyboardInterrupt):
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP
+from cu_cli._util.text import safe_text
 from cu_cli.cli.output import (BaseConfigOpt, DebugOpt, JsonOpt, handle_errors, print_json,
                                print_table, warn)
 
@@ -36,7 +37,8 @@ def inspect_command(
         if info["integrity"] != "ok":
             from cu_cli._util.errors import IncompatibleError
 
-            raise IncompatibleError(f"{target}: payload hash mismatch (file corrupted or edited)")
+            raise IncompatibleError(f"{target}: integrity check failed: "
+                                    + "; ".join(info["problems"]))
         return
     info = inspect_base(target, base_config, groups)
     if json_out:
@@ -51,7 +53,8 @@ inspect_command.__doc__ = (
 
 
 def _print_file(info: dict) -> None:
-    out = sys.stdout
+    """Plain text; every string read from the file goes through ``safe_text``."""
+    out = _SafeOut(sys.stdout)
     out.write(f"path              {info['path']}\n")
     out.write(f"kind              {info['kind']} (format {info['format_version']})\n")
     out.write(f"payload_sha256    {info['payload_sha256']}  [{info['integrity']}]\n")
@@ -72,6 +75,16 @@ def _print_file(info: dict) -> None:
         out.write("\n")
         print_table(["#", "op", "concepts", "method", "seed", "wall_s", "created"], rows,
                     title="lineage")
+
+
+class _SafeOut:
+    """A stdout wrapper escaping non-printable characters in each line (newline kept)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write("\n".join(safe_text(line) for line in text.split("\n")))
 
 
 def _print_base(info: dict) -> None:

@@ -53,23 +53,26 @@ inspect_command.__doc__ = (
 
 
 def _print_file(info: dict) -> None:
-    """Plain text; every string read from the file goes through ``safe_text``."""
-    out = _SafeOut(sys.stdout)
-    out.write(f"path              {info['path']}\n")
-    out.write(f"kind              {info['kind']} (format {info['format_version']})\n")
-    out.write(f"payload_sha256    {info['payload_sha256']}  [{info['integrity']}]\n")
-    out.write(f"base              {info['base_id']}  {info['base_fingerprint']}\n")
-    out.write(f"parents           {', '.join(info['parents']) or '-'}\n")
-    out.write(f"erased            {', '.join(info['erased']) or '-'}\n")
+    """Plain text; every value read from the file goes through ``safe_text`` (tables escape
+    their own cells), so a header cannot move the cursor or reorder a line."""
+    out, t = sys.stdout, safe_text
+    out.write(f"path              {t(info['path'])}\n")
+    out.write(f"kind              {t(info['kind'])} (format {t(info['format_version'])})\n")
+    out.write(f"payload_sha256    {t(info['payload_sha256'])}  [{info['integrity']}]\n")
+    out.write(f"base              {t(info['base_id'])}  {t(info['base_fingerprint'])}\n")
+    out.write(f"parents           {t(', '.join(info['parents'])) or '-'}\n")
+    out.write(f"erased            {t(', '.join(info['erased'])) or '-'}\n")
     out.write(f"tensors           {info['tensors']} ({info['params']:,} params, "
               f"{info['bytes'] / 1e6:.2f} MB)\n")
-    out.write(f"created_by        {info['created_by']}\n")
+    out.write(f"created_by        {t(info['created_by'])}\n")
+    for p in info.get("problems", []):
+        out.write(f"problem           {t(p)}\n")
     if info.get("basis"):
         b = info["basis"]
-        out.write(f"basis             target {b['target']!r}, C {b['shape']}, "
+        out.write(f"basis             target {t(repr(b['target']))}, C {b['shape']}, "
                   f"{len(b['concepts'])} concepts\n")
     if info["lineage"]:
-        rows = [[i + 1, s.get("op"), ", ".join(s.get("concepts", [])) or "-", s.get("method"),
+        rows = [[i + 1, s.get("op"), _join(s.get("concepts", [])), s.get("method"),
                  s.get("seed"), s.get("wall_seconds"), s.get("created")]
                 for i, s in enumerate(info["lineage"])]
         out.write("\n")
@@ -77,14 +80,11 @@ def _print_file(info: dict) -> None:
                     title="lineage")
 
 
-class _SafeOut:
-    """A stdout wrapper escaping non-printable characters in each line (newline kept)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        self.stream.write("\n".join(safe_text(line) for line in text.split("\n")))
+def _join(v) -> str:
+    """``", "``-joined concepts of a lineage step, tolerant of odd types in foreign files."""
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v) or "-"
+    return str(v)
 
 
 def _print_base(info: dict) -> None:

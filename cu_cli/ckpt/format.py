@@ -228,6 +228,11 @@ def read_cu_header(path: str, kind: str | None = None) -> Header:
     if kind is not None and h.kind != kind:
         raise IncompatibleError(f"{path}: cu.kind is {str(h.kind)[:40]!r}, expected {kind!r}")
     _check_json_fields(h)
+    if meta.get("cu.dtype") == "float32":
+        odd = sorted(k for k, v in h.tensors.items() if v["dtype"] != "F32")
+        if odd:
+            raise IncompatibleError(f"{path}: tensor {odd[0]} is {h.tensors[odd[0]]['dtype']}, but "
+                                    "the header says cu.dtype float32")
     unknown = sorted(k for k in meta if k.startswith("cu.") and k not in KNOWN_KEYS)
     if unknown:
         h.warnings.append(f"{path}: unknown header keys {', '.join(unknown)} (written by a newer cu?)")

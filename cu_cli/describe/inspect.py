@@ -29,6 +29,8 @@ def inspect_file(path: str) -> dict:
     elif actual != h.payload_sha256:
         problems.append("payload hash mismatch (file corrupted or edited)")
     problems += _nonfinite_problems(path, h)
+    if h.kind == "checkpoint":
+        problems += _base_problems(h)
     out["integrity"] = "ok" if not problems else "FAILED"
     out["problems"] = problems
     out["payload_sha256_actual"] = actual
@@ -60,6 +62,37 @@ def _nonfinite_problems(path: str, h) -> list[str]:
                     problems.append(f"tensor {k} has {bad} non-finite value(s) (NaN/inf)")
     except Exception as e:  # safetensors' own error types for unreadable data
         raise IncompatibleError(f"{path}: cannot read tensors ({(str(e).splitlines() or [''])[0]})")
+    return problems
+
+
+def _base_problems(h) -> list[str]:
+    """Against the base named in the header, when it is on this machine (built-in name or
+    existing path): architecture, weights fingerprint, and each tensor's key and shape."""
+    from cu_cli._util.errors import CuError
+    from cu_cli.models.base import BUILTIN_BASES, resolve_base
+
+    base_id = h.metadata.get("cu.base.id")
+    if not base_id or not (base_id in BUILTIN_BASES or os.path.exists(base_id)):
+        h.warnings.append(f"{h.path}: base {base_id!r} is not on this machine; tensor shapes "
+                          "were not checked against it")
+        return []
+    try:
+        base = resolve_base(base_id)
+        shapes = base.shapes()
+    except CuError as e:
+        h.warnings.append(f"{h.path}: base {base_id!r} not checked ({e})")
+        return []
+    problems = []
+    if h.metadata.get("cu.base.arch") != base.arch:
+        problems.append(f"architecture differs from base {base_id!r} on this machine")
+    elif h.metadata.get("cu.base.fingerprint") != base.fingerprint:
+        problems.append(f"weights fingerprint differs from base {base_id!r} on this machine")
+    for k, info in sorted(h.tensors.items()):
+        if k not in shapes:
+            problems.append(f"tensor {k} does not exist in base {base_id!r}")
+        elif tuple(info["shape"]) != tuple(shapes[k]):
+            problems.append(f"tensor {k} has shape {tuple(info['shape'])}, base {base_id!r} has "
+                            f"{tuple(shapes[k])}")
     return problems
 
 

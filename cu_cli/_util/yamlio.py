@@ -71,8 +71,9 @@ def load_yaml_mapping(path: str, what: str = "--config") -> dict:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UsageError(f"{what} {path}: not UTF-8 text (byte {e.start})")
-    loader = _loader_class()(text)
+    loader = None
     try:
+        loader = _loader_class()(text)
         data = loader.get_single_data()
     except _Refused as e:
         raise UsageError(f"{what} {path}: {e.what}{_where(e.mark)}")
@@ -85,7 +86,8 @@ def load_yaml_mapping(path: str, what: str = "--config") -> dict:
         raise UsageError(f"{what} {path}: invalid value ({type(e).__name__}: "
                          f"{(str(e).splitlines() or ['?'])[0][:80]})")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -106,7 +106,7 @@ def _check_entries(path: str, obj: dict, data_len: int) -> None:
         if not isinstance(info, dict):
             raise IncompatibleError(f"{path}: corrupt entry for tensor {name!r}")
         dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in DTYPE_BYTES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
             raise IncompatibleError(f"{path}: tensor {name!r} has unknown dtype {str(dtype)[:20]!r}")
         if (not isinstance(shape, list)
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):

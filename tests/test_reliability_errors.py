@@ -142,3 +142,16 @@ def test_inspect_png_says_it_is_not_a_checkpoint(runner, tmp_path):
     r = runner.invoke(app, ["inspect", str(png)])
     _one_line_error(r, 3)
     assert "not a safetensors checkpoint" in r.stderr and "--base-config" not in r.stderr
+
+
+def test_any_oserror_from_a_command_is_one_line_naming_the_path(runner, tiny_sd1, state,
+                                                                monkeypatch):
+    import cu_cli.drift.compute as dc
+
+    def eio(*a, **k):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), "/some/base/unet.safetensors")
+
+    monkeypatch.setattr(dc, "run_drift", eio)
+    r = runner.invoke(app, ["drift", state, "--base", tiny_sd1])
+    _one_line_error(r, 1)
+    assert "/some/base/unet.safetensors" in r.stderr and "Input/output error" in r.stderr

@@ -19,8 +19,9 @@ def drift_command(
     base_config: BaseConfigOpt = None,
     per_layer: Annotated[int, typer.Option("--per-layer", help="Rows of the per-layer table "
                                            "(largest ‖Δ‖ first); 0 hides it.", min=0)] = 10,
-    tol: Annotated[float, typer.Option("--tol", help="|Δ| above which an entry counts as "
-                                       "changed (frac_changed).", min=0.0, callback=finite)] = 0.0,
+    tol: Annotated[float, typer.Option(
+        "--tol", help="|Δ| above which an entry counts as changed (frac_changed).", min=0.0,
+        callback=finite)] = 0.0,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG of drift along "
                                                 "the chain.")] = None,
     basis: Annotated[Optional[str], typer.Option(

@@ -148,6 +148,13 @@ def handle_errors(fn):
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except OSError as e:  # an ordinary I/O fault (EIO, EACCES, ENOSPC…), not a bug
+            if debug:
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            err_console().print(f"Error: {safe_text(where)}{safe_text(e.strerror or e)}",
+                                markup=False, soft_wrap=True)
+            raise typer.Exit(1)
         except Exception as e:  # a bug: one line, traceback on request
             if debug:
                 raise

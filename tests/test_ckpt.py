@@ -50,13 +50,16 @@ def test_header_rewrite_keeps_payload_hash(tmp_path, tiny_sd1):
     p = make_ckpt(tmp_path / "a.safetensors", base, {kv_keys(base)[0]: torch.ones(1)})
     out = str(tmp_path / "b.safetensors")
 
-    def edit(h):
-        h["__metadata__"]["cu.base.id"] = "renamed"
+    def edit(h):  # key order and JSON layout change; no value does
         h["__metadata__"] = dict(reversed(list(h["__metadata__"].items())))
 
     _rewrite_header(p, out, edit)
     assert open(p, "rb").read() != open(out, "rb").read()
     assert payload_sha256(out) == payload_sha256(p) == open_checkpoint(out).payload_sha256
+    # editing a value is caught by cu.header_sha256 (issue 14)
+    _rewrite_header(p, out, lambda h: h["__metadata__"].update({"cu.base.id": "renamed"}))
+    with pytest.raises(IncompatibleError, match="header_sha256"):
+        open_checkpoint(out)
 
 
 def test_header_fields(tmp_path, tiny_sd1):
@@ -92,7 +95,13 @@ def test_unknown_cu_key_warns(tmp_path, tiny_sd1):
     base = resolve_base(tiny_sd1)
     p = make_ckpt(tmp_path / "a.safetensors", base, {kv_keys(base)[0]: torch.ones(1)})
     out = str(tmp_path / "w.safetensors")
-    _rewrite_header(p, out, lambda h: h["__metadata__"].update({"cu.future": "x"}))
+    from cu_cli.ckpt.format import header_sha256
+
+    def edit(h):  # a newer cu writes the key and covers it with the header hash
+        h["__metadata__"]["cu.future"] = "x"
+        h["__metadata__"]["cu.header_sha256"] = header_sha256(h["__metadata__"])
+
+    _rewrite_header(p, out, edit)
     assert any("cu.future" in w for w in read_cu_header(out).warnings)
 
 

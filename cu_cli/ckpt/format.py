@@ -3,7 +3,12 @@
 Layout (safetensors spec): 8-byte little-endian header length N, N bytes of JSON, then the data
 section. ``cu.payload_sha256`` is the sha256 of the **data section only**; the header key order may
 vary between writes, the data section does not (tensors ordered by dtype alignment, then name), so
-the hash identifies the weights. Writes are atomic (temp + fsync + rename). See conventions.md §2.
+the hash identifies the weights. ``cu.header_sha256`` is the sha256 of the canonical JSON (sorted
+keys) of every other ``cu.*`` key, so a hand-edited ``cu.erased`` or base id is caught on read
+(exit 3); a file without it (older cu) is read with a warning. Writes are atomic (temp + fsync +
+rename). Tensors with NaN/inf are refused on write (exit 1) and on read (exit 3), naming the key.
+Reading validates every entry's dtype, shape and offsets against the data section. See
+conventions.md §2.
 """
 
 from __future__ import annotations
@@ -15,18 +20,22 @@ import struct
 from dataclasses import dataclass, field
 
 from cu_cli._util.errors import CuError, IncompatibleError
-from cu_cli._util.fs import atomic_write_bytes
+from cu_cli._util.fs import atomic_write_bytes, read_error
 
 FORMAT_VERSION = 1
 KNOWN_KEYS = {
     "format", "cu.format_version", "cu.kind", "cu.base.id", "cu.base.arch", "cu.base.fingerprint",
-    "cu.payload_sha256", "cu.parents", "cu.lineage", "cu.erased", "cu.tensors", "cu.dtype",
-    "cu.created_by", "cu.basis.prompts", "cu.basis.concepts", "cu.basis.dedup_cos",
-    "cu.basis.extraction", "cu.basis.similarities", "cu.basis.target", "cu.basis.params",
+    "cu.payload_sha256", "cu.header_sha256", "cu.parents", "cu.lineage", "cu.erased",
+    "cu.tensors", "cu.dtype", "cu.created_by", "cu.basis.prompts", "cu.basis.concepts",
+    "cu.basis.dedup_cos", "cu.basis.extraction", "cu.basis.similarities", "cu.basis.target",
+    "cu.basis.params",
 }
 JSON_KEYS = ("cu.parents", "cu.lineage", "cu.erased", "cu.basis.prompts", "cu.basis.concepts",
              "cu.basis.similarities", "cu.basis.params")
 MAX_HEADER = 100_000_000
+HEADER_HASH_KEY = "cu.header_sha256"
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 @dataclass
@@ -41,14 +50,15 @@ class Header:
     warnings: list[str] = field(default_factory=list)
 
     def json(self, key: str, default=None):
-        """Decode a JSON-valued ``cu.*`` key."""
+        """Decode a JSON-valued ``cu.*`` key (NaN/Infinity literals are refused)."""
         raw = self.metadata.get(key)
         if raw is None:
             return default
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise IncompatibleError(f"{self.path}: header key {key} is not valid JSON ({e.msg})")
+            return json.loads(raw, parse_constant=_no_constant)
+        except (json.JSONDecodeError, ValueError, RecursionError) as e:
+            raise IncompatibleError(f"{self.path}: header key {key} is not valid JSON "
+                                    f"({getattr(e, 'msg', str(e))})")
 
     @property
     def kind(self) -> str | None:
@@ -69,47 +79,129 @@ class Header:
         return total
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def header_sha256(metadata: dict[str, str]) -> str:
+    """``sha256:`` over the canonical JSON (sorted keys) of every ``cu.*`` key but this one."""
+    covered = {k: v for k, v in metadata.items() if k.startswith("cu.") and k != HEADER_HASH_KEY}
+    blob = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _check_entries(path: str, obj: dict, data_len: int) -> None:
+    """Offsets, dtype and shape of every tensor entry vs the data section (exit 3 when wrong)."""
+    spans = []
+    for name, info in obj.items():
+        if not isinstance(info, dict):
+            raise IncompatibleError(f"{path}: corrupt entry for tensor {name!r}")
+        dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            raise IncompatibleError(f"{path}: tensor {name!r} has unknown dtype {str(dtype)[:20]!r}")
+        if (not isinstance(shape, list)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise IncompatibleError(f"{path}: tensor {name!r} has an invalid shape")
+        if (not isinstance(offs, list) or len(offs) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+            raise IncompatibleError(f"{path}: tensor {name!r} has invalid data_offsets")
+        a, b = offs
+        if a < 0 or b < a:
+            raise IncompatibleError(f"{path}: tensor {name!r} has invalid data_offsets [{a}, {b}]")
+        if b > data_len:
+            raise IncompatibleError(f"{path}: tensor {name!r} data [{a}, {b}] lies beyond the data "
+                                    f"section ({data_len} bytes; truncated file?)")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if numel * DTYPE_BYTES[dtype] != b - a:
+            raise IncompatibleError(f"{path}: tensor {name!r} is {dtype} {shape} "
+                                    f"({numel * DTYPE_BYTES[dtype]} bytes) but its data_offsets "
+                                    f"span {b - a} bytes")
+        spans.append((a, b, name))
+    pos = 0
+    for a, b, name in sorted(spans):
+        if a < pos:
+            raise IncompatibleError(f"{path}: tensor {name!r} overlaps the previous tensor's data")
+        if a > pos:
+            raise IncompatibleError(f"{path}: gap of {a - pos} bytes before tensor {name!r}")
+        pos = b
+    if pos != data_len:
+        raise IncompatibleError(f"{path}: {data_len - pos} unexplained bytes after the last tensor")
+
+
 def read_header(path: str) -> Header:
-    """Parse and validate the header without reading tensor data; exit-3 errors when corrupt."""
+    """Parse and validate the header without reading tensor data; exit-3 errors when corrupt.
+
+    Checks: length prefix, UTF-8 JSON object without duplicate keys, string-to-string metadata,
+    and each entry's dtype, shape and offsets against the data section (no overlap, no gap, no
+    byte beyond or after it; byte length = numel × dtype size).
+    """
     if not os.path.exists(path):
         raise CuError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CuError(f"{path} is a directory, not a .safetensors file")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise IncompatibleError(f"{path}: not a safetensors file (truncated: {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER or 8 + n > size:
-            raise IncompatibleError(f"{path}: corrupt or truncated safetensors header "
-                                    f"(header length {n}, file size {size})")
-        raw = f.read(n)
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise IncompatibleError(f"{path}: corrupt safetensors header (not JSON)")
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise IncompatibleError(f"{path}: not a safetensors file (truncated: {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER or 8 + n > size:
+                raise IncompatibleError(f"{path}: not a safetensors file, or a corrupt/truncated "
+                                        f"one (header length {n}, file size {size})")
+            raw = f.read(n)
+    except OSError as e:
+        raise read_error(e, path)
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                         parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise IncompatibleError(f"{path}: not a safetensors file (header is not UTF-8 JSON)")
+    except (json.JSONDecodeError, RecursionError):
+        raise IncompatibleError(f"{path}: not a safetensors file (header is not JSON)")
+    except ValueError as e:
+        raise IncompatibleError(f"{path}: corrupt safetensors header ({e})")
     if not isinstance(obj, dict):
-        raise IncompatibleError(f"{path}: corrupt safetensors header")
+        raise IncompatibleError(f"{path}: corrupt safetensors header (not a JSON object)")
     meta = obj.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise IncompatibleError(f"{path}: corrupt safetensors header (__metadata__ must map "
+                                "strings to strings)")
     data_start = 8 + n
-    end = 0
-    for name, info in obj.items():
-        try:
-            a, b = info["data_offsets"]
-            info["dtype"], info["shape"]
-        except (KeyError, TypeError, ValueError):
-            raise IncompatibleError(f"{path}: corrupt entry for tensor {name!r}")
-        end = max(end, b)
-    if data_start + end > size:
-        raise IncompatibleError(f"{path}: truncated file (data ends at {data_start + end}, "
-                                f"file has {size} bytes)")
-    return Header(path=path, metadata={str(k): str(v) for k, v in meta.items()}, tensors=obj,
-                  data_start=data_start, file_size=size)
+    _check_entries(path, obj, size - data_start)
+    return Header(path=path, metadata=dict(meta), tensors=obj, data_start=data_start,
+                  file_size=size)
+
+
+_LIST_OF = {"cu.parents": str, "cu.erased": str, "cu.lineage": dict, "cu.basis.concepts": str,
+            "cu.basis.prompts": str}
+
+
+def _check_json_fields(h: Header) -> None:
+    """The JSON-valued keys every command reads must decode to lists of the right item type."""
+    for key, item in _LIST_OF.items():
+        if key not in h.metadata:
+            continue
+        v = h.json(key)
+        if not isinstance(v, list) or not all(isinstance(x, item) for x in v):
+            raise IncompatibleError(f"{h.path}: header key {key} must be a JSON list of "
+                                    f"{'strings' if item is str else 'objects'}")
 
 
 def read_cu_header(path: str, kind: str | None = None) -> Header:
-    """Read a header written by cu; check ``format``, ``cu.format_version`` and ``cu.kind``."""
+    """Read a header written by cu; check ``format``, ``cu.format_version``, the header hash and
+    ``cu.kind`` (exit 3 when wrong; no header hash: a warning, the file is still readable)."""
     h = read_header(path)
     meta = h.metadata
     if meta.get("format") != "pt":
@@ -120,12 +212,27 @@ def read_cu_header(path: str, kind: str | None = None) -> Header:
     try:
         major = int(str(version).split(".")[0])
     except ValueError:
-        raise IncompatibleError(f"{path}: bad cu.format_version {version!r}")
+        raise IncompatibleError(f"{path}: bad cu.format_version {version[:20]!r}")
     if major > FORMAT_VERSION:
         raise IncompatibleError(f"{path}: cu.format_version {version} is newer than this cu "
                                 f"supports ({FORMAT_VERSION}); upgrade cu")
+    if major < 1:
+        raise IncompatibleError(f"{path}: bad cu.format_version {version[:20]!r}")
+    stored = meta.get(HEADER_HASH_KEY)
+    if stored is None:
+        h.warnings.append(f"{path}: no {HEADER_HASH_KEY} (written by an older cu); its header "
+                          "fields are not integrity-checked")
+    elif stored != header_sha256(meta):
+        raise IncompatibleError(f"{path}: {HEADER_HASH_KEY} mismatch: the cu.* header fields were "
+                                "edited or corrupted after cu wrote them")
     if kind is not None and h.kind != kind:
-        raise IncompatibleError(f"{path}: cu.kind is {h.kind!r}, expected {kind!r}")
+        raise IncompatibleError(f"{path}: cu.kind is {str(h.kind)[:40]!r}, expected {kind!r}")
+    _check_json_fields(h)
+    if meta.get("cu.dtype") == "float32":
+        odd = sorted(k for k, v in h.tensors.items() if v["dtype"] != "F32")
+        if odd:
+            raise IncompatibleError(f"{path}: tensor {odd[0]} is {h.tensors[odd[0]]['dtype']}, but "
+                                    "the header says cu.dtype float32")
     unknown = sorted(k for k in meta if k.startswith("cu.") and k not in KNOWN_KEYS)
     if unknown:
         h.warnings.append(f"{path}: unknown header keys {', '.join(unknown)} (written by a newer cu?)")
@@ -136,10 +243,13 @@ def payload_sha256(path: str, header: Header | None = None) -> str:
     """``sha256:`` of the data section of a safetensors file (streamed)."""
     header = header or read_header(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        f.seek(header.data_start)
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            f.seek(header.data_start)
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    except OSError as e:
+        raise read_error(e, path)
     return "sha256:" + h.hexdigest()
 
 
@@ -154,8 +264,17 @@ def verify_payload(header: Header) -> None:
                                 f"header {expected[:19]}…, data {actual[:19]}…")
 
 
-def _serialize(tensors: dict, metadata: dict[str, str]) -> tuple[bytes, bytes]:
-    """(header JSON bytes, data section bytes) as safetensors lays them out."""
+def nonfinite_count(t) -> int:
+    """Number of NaN/±inf entries of a floating tensor (0 for integer tensors)."""
+    import torch
+
+    if not (t.is_floating_point() or t.is_complex()):
+        return 0
+    return int((~torch.isfinite(t)).sum())
+
+
+def _serialize(tensors: dict, metadata: dict[str, str], path: str = "") -> tuple[bytes, bytes]:
+    """(header JSON bytes, data section bytes) as safetensors lays them out; refuses NaN/inf."""
     import torch
     from safetensors.torch import save
 
@@ -163,6 +282,10 @@ def _serialize(tensors: dict, metadata: dict[str, str]) -> tuple[bytes, bytes]:
     for k, v in tensors.items():
         if not isinstance(v, torch.Tensor):
             raise CuError(f"tensor {k!r} is not a torch.Tensor")
+        bad = nonfinite_count(v)
+        if bad:
+            raise CuError(f"refusing to write {path or 'the output'}: tensor {k} has {bad} "
+                          "non-finite value(s) (NaN/inf); nothing written")
         clean[k] = v.detach().to("cpu").contiguous().clone()  # own storage (peft's rule)
     blob = save(clean, metadata=metadata)
     (n,) = struct.unpack("<Q", blob[:8])
@@ -175,17 +298,24 @@ def encode_metadata(meta: dict) -> dict[str, str]:
     for k, v in meta.items():
         if v is None:
             continue
-        out[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        try:
+            out[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
+        except ValueError:
+            raise CuError(f"header field {k} holds a NaN/inf number; refusing to write it")
     return out
 
 
 def write_safetensors(path: str, tensors: dict, metadata: dict) -> str:
-    """Write tensors + metadata atomically, adding ``cu.payload_sha256``; returns the hash."""
+    """Write tensors + metadata atomically, adding ``cu.payload_sha256`` and ``cu.header_sha256``
+    (NaN/inf tensors are refused, exit 1); returns the payload hash."""
     meta = encode_metadata({"format": "pt", **metadata})
-    header_json, data = _serialize(tensors, meta)
+    meta.pop(HEADER_HASH_KEY, None)
+    header_json, data = _serialize(tensors, meta, path)
     payload = "sha256:" + hashlib.sha256(data).hexdigest()
     header = json.loads(header_json)
-    header["__metadata__"] = {**header.get("__metadata__", {}), "cu.payload_sha256": payload}
+    final = {**header.get("__metadata__", {}), "cu.payload_sha256": payload}
+    final[HEADER_HASH_KEY] = header_sha256(final)
+    header["__metadata__"] = final
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * ((8 - len(raw) % 8) % 8)  # keep the data section 8-byte aligned
     atomic_write_bytes(path, [struct.pack("<Q", len(raw)), raw, data])
@@ -193,7 +323,8 @@ def write_safetensors(path: str, tensors: dict, metadata: dict) -> str:
 
 
 def load_tensors(path: str, keys: list[str] | None = None, device: str = "cpu") -> dict:
-    """Load (some) tensors of a safetensors file."""
+    """Load (some) tensors of a safetensors file; a NaN/inf value is refused (exit 3, naming the
+    key), so no command ever computes with, scores or copies one."""
     from safetensors import safe_open
 
     out = {}
@@ -201,6 +332,13 @@ def load_tensors(path: str, keys: list[str] | None = None, device: str = "cpu") 
         with safe_open(path, framework="pt", device=device) as f:
             for k in keys if keys is not None else list(f.keys()):
                 out[k] = f.get_tensor(k)
+    except OSError as e:
+        raise read_error(e, path)
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise IncompatibleError(f"{path}: cannot read tensors ({str(e).splitlines()[0]})")
+        raise IncompatibleError(f"{path}: cannot read tensors ({(str(e).splitlines() or [''])[0]})")
+    for k, v in out.items():
+        bad = nonfinite_count(v)
+        if bad:
+            raise IncompatibleError(f"{path}: tensor {k} has {bad} non-finite value(s) "
+                                    "(NaN/inf); refusing to use it")
     return out

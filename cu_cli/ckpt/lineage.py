@@ -67,11 +67,12 @@ def make_step(op: str, *, concepts=(), method: str | None = None, params: dict |
 
 def step_config(step: dict) -> dict:
     """The resolved configuration of a step (``config``, or ``params`` in older files)."""
-    return step.get("config") or step.get("params") or {}
+    cfg = step.get("config") or step.get("params") or {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def step_measured(step: dict) -> dict:
     """Telemetry of a step (``measured``, or the top-level fields of older files)."""
-    if "measured" in step:
+    if isinstance(step.get("measured"), dict):
         return step["measured"]
     return {k: step[k] for k in ("wall_seconds", "peak_memory_mb") if k in step}

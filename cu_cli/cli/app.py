@@ -35,4 +35,14 @@ app.command("run")(run_command)
 
 
 def main() -> None:
-    app()
+    """Console entry point: SIGINT/SIGTERM anywhere (parsing, work, printing) exit 130."""
+    import sys
+
+    from cu_cli._util.signals import Interrupted, install
+
+    install()
+    try:
+        app()
+    except (Interrupted, KeyboardInterrupt):
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)

@@ -10,8 +10,8 @@ import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP, UsageError
 from cu_cli.cli.output import (BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt,
-                               QuietOpt, VerboseOpt, err_console, handle_errors, print_json,
-                               print_paths, setup_logging)
+                               QuietOpt, VerboseOpt, check_outputs, err_console, finite,
+                               handle_errors, print_json, print_paths, setup_logging)
 
 
 @handle_errors
@@ -39,16 +39,18 @@ def basis_command(
                         "--kind, full-prompt lines as their own 'prompt' domain); a domain's "
                         "unused share goes to the next most similar overall.", min=1)] = 200,
     dedup: Annotated[float, typer.Option(
-        "--dedup", help="Drop a column whose cosine to a kept one is >= this.")] = 0.95,
+        "--dedup", help="Drop a column whose cosine to a kept one is >= this.",
+        callback=finite)] = 0.95,
     min_sim: Annotated[Optional[float], typer.Option(
-        "--min-sim", help="Keep only candidates with cosine >= this to the concept.")] = None,
+        "--min-sim", help="Keep only candidates with cosine >= this to the concept.",
+        callback=finite)] = None,
     aux_max_sim: Annotated[Optional[float], typer.Option(
         "--aux-max-sim", help="Drop near-synonyms: candidates with cosine >= this to the concept "
                               "(default 0.95, the reference's de-dup cosine: the same direction "
                               "as the concept, whose protection would undo the erasure; off for "
                               "the minicanvas vocabulary, whose concepts are distinct by "
                               "construction). Never applied to the parent's erased concepts; "
-                              "> 1 disables it.")] = None,
+                              "> 1 disables it.", callback=finite)] = None,
     include_erased: Annotated[bool, typer.Option(
         "--include-erased/--no-include-erased",
         help="Insert the parent's erased concepts first (protects earlier erasures).")] = True,
@@ -62,10 +64,14 @@ def basis_command(
     from cu_cli.basis.run import BasisRequest, run_basis
 
     setup_logging(quiet, verbose)
-    if not concept:
+    from cu_cli._util.text import clean_concept
+
+    if concept is None:
         raise UsageError("give --concept")
-    if not out:
+    concept = clean_concept(concept, "--concept")
+    if out is None:
         raise UsageError("-o/--out is required")
+    check_outputs({"-o/--out": out}, force, inputs=[from_, *(aux_file or []), base, base_config])
     if from_ == "-":
         from_ = sys.stdin.readline().strip()
         if not from_:

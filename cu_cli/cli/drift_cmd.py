@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP
-from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, JsonOpt,
-                               handle_errors, print_json, print_table, warn)
+from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, ForceOpt,
+                               JsonOpt, check_outputs, finite, handle_errors, print_json,
+                               print_table, warn)
 
 
 @handle_errors
@@ -18,17 +19,20 @@ def drift_command(
     base_config: BaseConfigOpt = None,
     per_layer: Annotated[int, typer.Option("--per-layer", help="Rows of the per-layer table "
                                            "(largest ‖Δ‖ first); 0 hides it.", min=0)] = 10,
-    tol: Annotated[float, typer.Option("--tol", help="|Δ| above which an entry counts as "
-                                       "changed (frac_changed).", min=0.0)] = 0.0,
+    tol: Annotated[float, typer.Option(
+        "--tol", help="|Δ| above which an entry counts as changed (frac_changed).", min=0.0,
+        callback=finite)] = 0.0,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a PNG of drift along "
                                                 "the chain.")] = None,
     basis: Annotated[Optional[str], typer.Option(
         "--basis", help="Projection basis from `cu project-basis` (same base): report each state's "
         "leakage ‖ΔW·C‖_F/(‖ΔW‖_F‖C‖_F) of its step update on the attn2 K/V weights.")] = None,
     allow_base_mismatch: AllowMismatchOpt = False,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ):
+    check_outputs({"--plot": plot}, force, inputs=[*states, basis, base, base_config])
     from cu_cli.drift.compute import DriftRequest, plot_drift, run_drift
     from cu_cli.models.base import base_for_states
 

@@ -9,7 +9,8 @@ import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP, GateError
 from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt,
-                               JsonOpt, QuietOpt, VerboseOpt, err_console, handle_errors,
+                               ForceOpt, JsonOpt, QuietOpt, VerboseOpt, check_outputs,
+                               err_console, finite, handle_errors,
                                print_json, print_table, progress_enabled, read_lines, setup_logging,
                                warn)
 
@@ -28,9 +29,11 @@ def eval_command(
     retain_file: Annotated[Optional[str], typer.Option(
         "--retain-file", help="In-domain retain concepts (one per line) replacing the "
                               "protocol's.")] = None,
-    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Use the first N protocol seeds.")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps.")] = None,
-    guidance: Annotated[Optional[float], typer.Option("--guidance", help="CFG scale.")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Use the first N protocol seeds.",
+                                              min=1)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps.", min=1)] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", help="CFG scale.",
+                                                   callback=finite)] = None,
     classifier: Annotated[Optional[str], typer.Option(
         "--classifier", help="minicanvas | unlearncanvas:DIR | clip:MODEL:WEIGHTS.")] = None,
     prompt_variant: Annotated[str, typer.Option(
@@ -50,12 +53,18 @@ def eval_command(
     fail_under: Annotated[Optional[str], typer.Option(
         "--fail-under", help="Gates, e.g. ua=95,ra_i=90: exit 4 when any state is below.")] = None,
     allow_base_mismatch: AllowMismatchOpt = False,
+    force: ForceOpt = False,
     device: DeviceOpt = "cpu",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     debug: DebugOpt = False,
 ):
+    from cu_cli._util.text import clean_concept
+
+    check_outputs({"--grid": grid, "--plot": plot}, force,
+                  inputs=[*(states or []), retain_file, base, base_config])
+    erased = [clean_concept(c, "--erased") for c in erased] if erased else None
     from cu_cli.evaluate.metrics import check_gates, parse_gates
     from cu_cli.evaluate.report import finish
     from cu_cli.evaluate.run import EvalRequest, run_eval

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP
+from cu_cli._util.text import safe_text
 from cu_cli.cli.output import (BaseConfigOpt, DebugOpt, JsonOpt, handle_errors, print_json,
                                print_table, warn)
 
@@ -36,7 +37,8 @@ def inspect_command(
         if info["integrity"] != "ok":
             from cu_cli._util.errors import IncompatibleError
 
-            raise IncompatibleError(f"{target}: payload hash mismatch (file corrupted or edited)")
+            raise IncompatibleError(f"{target}: integrity check failed: "
+                                    + "; ".join(info["problems"]))
         return
     info = inspect_base(target, base_config, groups)
     if json_out:
@@ -51,29 +53,40 @@ inspect_command.__doc__ = (
 
 
 def _print_file(info: dict) -> None:
-    out = sys.stdout
-    out.write(f"path              {info['path']}\n")
-    out.write(f"kind              {info['kind']} (format {info['format_version']})\n")
-    out.write(f"payload_sha256    {info['payload_sha256']}  [{info['integrity']}]\n")
-    out.write(f"base              {info['base_id']}  {info['base_fingerprint']}\n")
-    out.write(f"parents           {', '.join(info['parents']) or '-'}\n")
-    out.write(f"erased            {', '.join(info['erased']) or '-'}\n")
+    """Plain text; every value read from the file goes through ``safe_text`` (tables escape
+    their own cells), so a header cannot move the cursor or reorder a line."""
+    out, t = sys.stdout, safe_text
+    out.write(f"path              {t(info['path'])}\n")
+    out.write(f"kind              {t(info['kind'])} (format {t(info['format_version'])})\n")
+    out.write(f"payload_sha256    {t(info['payload_sha256'])}  [{info['integrity']}]\n")
+    out.write(f"base              {t(info['base_id'])}  {t(info['base_fingerprint'])}\n")
+    out.write(f"parents           {t(', '.join(info['parents'])) or '-'}\n")
+    out.write(f"erased            {t(', '.join(info['erased'])) or '-'}\n")
     out.write(f"tensors           {info['tensors']} ({info['params']:,} params, "
               f"{info['bytes'] / 1e6:.2f} MB)\n")
-    out.write(f"created_by        {info['created_by']}\n")
+    out.write(f"created_by        {t(info['created_by'])}\n")
+    for p in info.get("problems", []):
+        out.write(f"problem           {t(p)}\n")
     if info.get("basis"):
         b = info["basis"]
-        out.write(f"basis             target {b['target']!r}, C {b['shape']}, "
+        out.write(f"basis             target {t(repr(b['target']))}, C {b['shape']}, "
                   f"{len(b['concepts'])} concepts\n")
     if info["lineage"]:
         from cu_cli.ckpt.lineage import step_measured
 
-        rows = [[i + 1, s.get("op"), ", ".join(s.get("concepts", [])) or "-", s.get("method"),
+        rows = [[i + 1, s.get("op"), _join(s.get("concepts", [])), s.get("method"),
                  s.get("seed"), step_measured(s).get("wall_seconds"), s.get("created")]
                 for i, s in enumerate(info["lineage"])]
         out.write("\n")
         print_table(["#", "op", "concepts", "method", "seed", "wall_s", "created"], rows,
                     title="lineage")
+
+
+def _join(v) -> str:
+    """``", "``-joined concepts of a lineage step, tolerant of odd types in foreign files."""
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v) or "-"
+    return str(v)
 
 
 def _print_base(info: dict) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP
 from cu_cli.cli.output import (BaseConfigOpt, BaseOpt, DebugOpt, ForceOpt, JsonOpt, QuietOpt,
-                               handle_errors, print_json, print_paths, warn)
+                               check_outputs, finite, handle_errors, print_json, print_paths, warn)
 
 
 @handle_errors
@@ -21,16 +21,17 @@ def merge_command(
                          "(trim, elect sign, disjoint mean; θ₀+λ·merged).")] = None,
     lam: Annotated[Optional[float], typer.Option(
         "--lambda", help="λ scaling the merged task vector (task-arithmetic, ties). "
-                         "Default 1.")] = None,
+                         "Default 1.", callback=finite)] = None,
     density: Annotated[Optional[float], typer.Option(
         "--density", help="Fraction in (0, 1] of each task vector's entries kept by magnitude "
-                          "(exactly int(density·numel)). Default 1.")] = None,
+                          "(exactly int(density·numel)). Default 1.",
+                          callback=finite)] = None,
     topk: Annotated[Optional[float], typer.Option(
         "--topk", help="Same as --density (the reference's --ties_topk); a fraction, never a "
-                       "percentage.")] = None,
+                       "percentage.", callback=finite)] = None,
     weight: Annotated[Optional[list[float]], typer.Option(
         "--weight", help="Weight w_i > 0 of each checkpoint, repeated once per checkpoint in "
-                         "order. Default 1.")] = None,
+                         "order. Default 1.", callback=finite)] = None,
     keys: Annotated[Optional[str], typer.Option(
         "--keys", help="Regex (re.search) of the keys to merge; other keys are left at the base "
                        "(not written). Example: 'attn2\\.to_(k|v)'.")] = None,
@@ -53,6 +54,7 @@ def merge_command(
 
     if density is not None and topk is not None:
         raise UsageError("give --density or --topk, not both")
+    check_outputs({"-o/--out": out}, force, inputs=[*(states or []), config, base, base_config])
     cfg = load_merge_config(config) if config else None
     spec, warnings = resolve(cfg, states, method, lam, topk if topk is not None else density,
                              weight, keys)

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 
 from cu_cli._util.errors import CuError
+from cu_cli._util.signals import Interrupted
+from cu_cli._util.text import safe_text
 
 _err = None
 
@@ -58,7 +60,7 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 
 
 def warn(msg: str) -> None:
-    err_console().print(f"Warning: {msg}", style="yellow", markup=False)
+    err_console().print(f"Warning: {safe_text(msg)}", style="yellow", markup=False)
 
 
 def print_paths(*paths: str) -> None:
@@ -68,11 +70,52 @@ def print_paths(*paths: str) -> None:
 
 
 def print_json(obj: dict, command: str) -> None:
+    """One JSON object on stdout; a NaN/inf anywhere is refused (never invalid JSON on stdout)."""
     from cu_cli.ckpt.lineage import cu_version
 
-    sys.stdout.write(json.dumps({**obj, "cu_version": cu_version(), "command": command},
-                                default=_json_default) + "\n")
+    full = {**obj, "cu_version": cu_version(), "command": command}
+    try:
+        text = json.dumps(full, default=_json_default, allow_nan=False)
+    except ValueError:
+        where = _nonfinite_field(json.loads(json.dumps(full, default=_json_default)))
+        raise CuError(f"the result has a non-finite number at {where}; refusing to print "
+                      "invalid JSON")
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _nonfinite_field(obj, path: str = "$") -> str:
+    """JSON path of the first NaN/inf in ``obj`` (``"?"`` if none)."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _nonfinite_field(v, f"{path}.{k}" if isinstance(obj, dict) else f"{path}[{k}]")
+        if found != "?":
+            return found
+    return "?"
+
+
+def finite(param: typer.CallbackParam, value):
+    """Typer callback for float options: refuse NaN/±inf (exit 2); lists are checked entrywise."""
+    import math
+
+    if value is None:
+        return value
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, float) and not math.isfinite(v):
+            name = "/".join(getattr(param, "opts", None) or []) or "value"
+            raise typer.BadParameter(f"{v} is not a finite number", param_hint=name)
+    return value
+
+
+def check_outputs(outputs: dict, force: bool, inputs=()) -> dict:
+    """All output paths of a command, checked once before any work (``_util.fs.check_outputs``)."""
+    from cu_cli._util.fs import check_outputs as _check
+
+    return _check(outputs, force, [i for i in inputs if i])
 
 
 def _json_default(o):
@@ -96,19 +139,26 @@ def handle_errors(fn):
         except CuError as e:
             if debug:
                 raise
-            err_console().print(f"Error: {e}", markup=False, soft_wrap=True)
+            err_console().print(f"Error: {safe_text(e)}", markup=False, soft_wrap=True)
             if e.hint:
-                err_console().print(f"Hint: {e.hint}", markup=False, soft_wrap=True)
+                err_console().print(f"Hint: {safe_text(e.hint)}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             err_console().print("Interrupted.", markup=False)
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except OSError as e:  # an ordinary I/O fault (EIO, EACCES, ENOSPC…), not a bug
+            if debug:
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            err_console().print(f"Error: {safe_text(where)}{safe_text(e.strerror or e)}",
+                                markup=False, soft_wrap=True)
+            raise typer.Exit(1)
         except Exception as e:  # a bug: one line, traceback on request
             if debug:
                 raise
-            first = (str(e).splitlines() or [""])[0]
+            first = safe_text((str(e).splitlines() or [""])[0])
             err_console().print(f"Error: internal error: {type(e).__name__}: {first}",
                                 markup=False, soft_wrap=True)
             err_console().print("Hint: rerun with --debug (or CU_DEBUG=1) for a traceback",
@@ -118,15 +168,34 @@ def handle_errors(fn):
     return wrapper
 
 
-def read_lines(path: str) -> list[str]:
-    """Non-empty, non-comment lines of a text file (concept lists); a missing file is exit 2."""
+def read_lines(path: str, concepts: bool = True) -> list[str]:
+    """Non-empty, non-comment lines of a UTF-8 text file (concept lists), each through
+    ``clean_concept`` (``concepts=False``: only stripped); a missing, binary or huge file is exit 2."""
     from cu_cli._util.errors import UsageError
+    from cu_cli._util.text import clean_concept
 
     try:
-        with open(path) as f:
-            return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+        with open(path, "rb") as f:
+            raw = f.read(MAX_LINES_FILE + 1)
     except OSError as e:
-        raise UsageError(f"{path}: {e.strerror}")
+        raise UsageError(f"{path}: {e.strerror or e}")
+    if len(raw) > MAX_LINES_FILE:
+        raise UsageError(f"{path}: file too large for a list of concepts/prompts "
+                         f"(limit {MAX_LINES_FILE} bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not a UTF-8 text file (byte {e.start} is 0x{raw[e.start]:02x})")
+    out = []
+    for i, ln in enumerate(text.split("\n"), 1):
+        ln = ln.rstrip("\r").strip()
+        if not ln or ln.startswith("#"):
+            continue
+        out.append(clean_concept(ln, f"{path} line {i}") if concepts else ln)
+    return out
+
+
+MAX_LINES_FILE = 4 << 20
 
 
 def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:
@@ -142,6 +211,10 @@ def print_table(headers: list[str], rows: list[list], title: str | None = None) 
 
 
 def _fmt(v) -> str:
+    from cu_cli._util.text import safe_text
+
+    if isinstance(v, str):
+        return safe_text(v)
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -150,4 +223,4 @@ def _fmt(v) -> str:
         if abs(v) < 1e-3 or abs(v) >= 1e6:
             return f"{v:.4g}"
         return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
-    return str(v)
+    return safe_text(v)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cu_cli._util.errors import IncompatibleError
 from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
 from cu_cli.ckpt.format import load_tensors
 from cu_cli.ckpt.keys import XATTN_KV as _KV
@@ -58,6 +59,18 @@ def _load(h, key: str):
     return load_tensors(h.path, [key])[key].double() if key in h.tensors else None
 
 
+def check_shapes(headers, shapes: dict) -> None:
+    """Exit 3 when a state holds a key the base lacks or a tensor of another shape (e.g. a
+    transposed one), before any arithmetic."""
+    for h in headers:
+        for k, info in h.tensors.items():
+            if k not in shapes:
+                raise IncompatibleError(f"{h.path}: tensor {k} does not exist in the base")
+            if tuple(info["shape"]) != tuple(shapes[k]):
+                raise IncompatibleError(f"{h.path}: tensor {k} has shape {tuple(info['shape'])}, "
+                                        f"the base has {tuple(shapes[k])}")
+
+
 def run_drift(req: DriftRequest) -> dict:
     base = req.base
     ident = BaseIdentity(base.id, base.arch, base.fingerprint)
@@ -65,6 +78,7 @@ def run_drift(req: DriftRequest) -> dict:
     warnings: list[str] = []
     for h in headers:
         warnings += h.warnings + check_base(h, ident, req.allow_base_mismatch)
+    check_shapes(headers, base.shapes())
     C = None
     if req.basis:
         from cu_cli.ckpt.basis import read_basis

@@ -82,6 +82,8 @@ def parse_gates(spec: str | None) -> dict[str, float]:
             gates[key] = float(val)
         except ValueError:
             raise UsageError(f"--fail-under {part!r}: {val!r} is not a number")
+        if not math.isfinite(gates[key]):
+            raise UsageError(f"--fail-under {part!r}: the threshold must be a finite number")
     return gates
 
 
@@ -97,6 +99,8 @@ def check_gates(states: list[dict], gates: dict[str, float]) -> list[str]:
             if v is None:
                 raise UsageError(f"--fail-under {key}: {key} is undefined for "
                                  f"{s['path'] or 'the base'} (nothing erased)")
-            if v < thr:
+            if not math.isfinite(v):  # never let a non-number pass a gate
+                failures.append(f"{s['path'] or 'base'}: {key} is {v} (not a number)")
+            elif v < thr:
                 failures.append(f"{s['path'] or 'base'}: {key} {v:.2f} < {thr:g}")
     return failures

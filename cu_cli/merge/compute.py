@@ -18,6 +18,7 @@ The output's lineage is one new list ``[merge step]``: ``parents`` = input paylo
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ def validate(req: MergeRequest) -> tuple[float, list[float], list[float], re.Pat
     if len(weights) != n:
         raise UsageError(f"{len(weights)} weights for {n} checkpoints; give one --weight per "
                          "checkpoint")
+    if any(not math.isfinite(w) for w in weights):
+        raise UsageError(f"weights must be finite, got {weights}")
     if any(not w > 0 for w in weights):
         raise UsageError(f"weights must be > 0, got {weights}")
     dens = [1.0] * n if req.densities is None else [float(d) for d in req.densities]

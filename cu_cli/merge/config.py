@@ -12,13 +12,14 @@ models:
     density: 0.4        # d_i, overrides the global density
   - path: pi.safetensors
 ```
-Loaded with ``yaml.safe_load``; unknown keys are rejected (exit 2). Relative paths are resolved
+Loaded with ``_util.yamlio.load_yaml_mapping`` (no aliases, size-bounded); unknown keys are rejected (exit 2). Relative paths are resolved
 against the config file's folder. Positional checkpoints on the command line replace ``models``
 (their per-model weights/densities are then dropped, with a warning).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -48,8 +49,14 @@ class MergeConfig:
 
 def _number(v, what: str, src: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise UsageError(f"{src}: {what} must be a number, got {v!r}")
-    return float(v)
+        raise UsageError(f"{src}: {what} must be a number, got {str(v)[:40]!r}")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = float("inf")
+    if not math.isfinite(f):
+        raise UsageError(f"{src}: {what} must be a finite number, got {str(v)[:40]}")
+    return f
 
 
 def _unknown(d: dict, allowed: set[str], where: str, src: str) -> None:
@@ -61,18 +68,9 @@ def _unknown(d: dict, allowed: set[str], where: str, src: str) -> None:
 
 def load_merge_config(path: str) -> MergeConfig:
     """Parse and validate a merge YAML file (exit 2 on any problem)."""
-    import yaml
+    from cu_cli._util.yamlio import load_yaml_mapping
 
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except OSError as e:
-        raise UsageError(f"--config {path}: {e.strerror}")
-    except yaml.YAMLError as e:
-        raise UsageError(f"--config {path}: invalid YAML ({str(e).splitlines()[0]})")
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path}: top level must be a mapping")
+    raw = load_yaml_mapping(path, "--config")
     _unknown(raw, TOP_KEYS, "the top level", path)
     here = os.path.dirname(os.path.abspath(path))
     models = raw.get("models") or []

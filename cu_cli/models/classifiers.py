@@ -9,11 +9,16 @@ Every classifier maps uint8 images [N, H, W, 3] to class indices over its ``clas
   strictly; Resize(224), Normalize(0.5, 0.5); argmax over all classes.
 * ``clip:MODEL:WEIGHTS`` — zero-shot open_clip with local weights (never downloaded): classes are
   scored by cosine similarity to "an image in {c} style" / "an image of {c}".
+
+No loader ever reaches the network: a Hub id (``hf-hub:…``, a URL, or an ``org/name`` that is not a
+local path) is refused, and so is an open_clip model config that needs the Hub (a Hugging Face text
+tower or tokenizer, ``hf_model_name``/``hf_tokenizer_name``, or pretrained timm vision weights).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +50,23 @@ class Classifier:
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+_HUB_PREFIXES = ("hf-hub:", "hf_hub:", "hf://", "http://", "https://", "s3://", "gs://")
+
+
+def refuse_hub(arg: str | None, what: str) -> None:
+    """UsageError (exit 2) when ``arg`` names something to download rather than a local path."""
+    if not arg:
+        return
+    if arg.lower().startswith(_HUB_PREFIXES) or (
+            re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", arg) and not os.path.exists(arg)):
+        raise UsageError(f"{what} {arg!r} looks like a Hub id or URL; cu never downloads: give a "
+                         "local path")
+
+
 def _minicanvas(arg: str | None, domain: str, classes: list[str]) -> Classifier:
+    if arg:
+        refuse_hub(arg, "--classifier minicanvas:")
+        raise UsageError("--classifier minicanvas takes no argument (its weights are built in)")
     from cu_cli.models.base import assets_dir
     from cu_cli.models.classifier import load_classifier
 
@@ -62,6 +83,7 @@ def _unlearncanvas(arg: str | None, domain: str, classes: list[str]) -> Classifi
     if not arg:
         raise UsageError("--classifier unlearncanvas:DIR needs the folder with style50.pth and "
                          "style50_cls.pth")
+    refuse_hub(arg, "--classifier unlearncanvas:")
     path = os.path.join(arg, "style50.pth" if domain == "style" else "style50_cls.pth")
     if not os.path.exists(path):
         raise CuError(f"UnlearnCanvas classifier not found: {path}")
@@ -81,10 +103,14 @@ def _unlearncanvas(arg: str | None, domain: str, classes: list[str]) -> Classifi
 def _clip(arg: str | None, domain: str, classes: list[str]) -> Classifier:
     if not arg or ":" not in arg:
         raise UsageError("--classifier clip:MODEL:WEIGHTS (a local open_clip weights file)")
-    model_name, weights = arg.split(":", 1)
+    model_name, weights = arg.rsplit(":", 1)
+    refuse_hub(model_name, "--classifier clip: model")
+    refuse_hub(weights, "--classifier clip: weights")
+    import open_clip
+
+    _check_offline_clip_config(open_clip, model_name)
     if not os.path.exists(weights):
         raise CuError(f"CLIP weights not found: {weights} (cu never downloads)")
-    import open_clip
 
     model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=weights)
     tok = open_clip.get_tokenizer(model_name)
@@ -104,6 +130,26 @@ def _clip(arg: str | None, domain: str, classes: list[str]) -> Classifier:
         return (v / v.norm(dim=-1, keepdim=True)) @ t.T.to(x.device)
 
     return Classifier(f"clip-{domain}", list(classes), fn, size=size, batch=32)
+
+
+def _check_offline_clip_config(open_clip, model_name: str) -> None:
+    """Refuse an open_clip config that would fetch from the Hub (HF text tower, timm weights)."""
+    try:
+        cfg = open_clip.get_model_config(model_name)
+    except (OSError, ValueError) as e:
+        raise CuError(f"--classifier clip: cannot read the config of {model_name!r} "
+                      f"({getattr(e, 'strerror', None) or e})")
+    if cfg is None:
+        raise UsageError(f"--classifier clip: unknown open_clip model {model_name!r} (a built-in "
+                         "name such as ViT-B-32, or local-dir:DIR)")
+    text, vision = cfg.get("text_cfg") or {}, cfg.get("vision_cfg") or {}
+    hub = [k for k in ("hf_model_name", "hf_tokenizer_name") if text.get(k)]
+    if vision.get("timm_model_name") and vision.get("timm_model_pretrained"):
+        hub.append("timm_model_pretrained")
+    if hub:
+        raise UsageError(f"--classifier clip: model {model_name!r} needs files from the Hugging "
+                         f"Face Hub ({', '.join(hub)}); cu never downloads: use an open_clip model "
+                         "with a built-in text tower")
 
 
 CLASSIFIERS: dict[str, dict] = {

@@ -212,7 +212,7 @@ def test_nan_loss_aborts_and_writes_nothing(runner, tmp_path, tiny_sd1):
                             "4", "--anchor-steps", "2", "--lr", "1e30", "-q", "-o", str(out)])
     assert r.exit_code == 1, r.output
     assert "at step" in r.stderr and "nothing written" in r.stderr
-    assert not out.exists() and not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if "tmp-" in p]  # no temps
 
 
 def test_unknown_minicanvas_style_needs_kind():

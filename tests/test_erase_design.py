@@ -195,3 +195,13 @@ def test_old_lineage_layout_is_still_read():
     assert step_config(old)["l2"] == 5.0 and step_measured(old)["wall_seconds"] == 1.5
     new = {"op": "erase", "config": {"l2": 1.0}, "measured": {"kinds": ["style"]}}
     assert step_config(new)["l2"] == 1.0 and step_measured(new)["kinds"] == ["style"]
+
+
+def test_erase_refuses_to_write_over_its_own_config(runner, tmp_path, tiny_sd1):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kind: object\nanchor: dog\nconcepts: [cat]\n")
+    before = cfg.read_bytes()
+    r = runner.invoke(app, ["erase", "--base", tiny_sd1, "--config", str(cfg), "--force", "-q",
+                            "-o", str(cfg)])
+    assert r.exit_code == 2 and "input" in r.output
+    assert cfg.read_bytes() == before

@@ -15,7 +15,8 @@ import typer
 from cu_cli._util.errors import EXIT_CODES_HELP, UsageError
 from cu_cli.cli.config_options import with_config_options
 from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt,
-                               ForceOpt, QuietOpt, VerboseOpt, err_console, handle_errors,
+                               ForceOpt, QuietOpt, VerboseOpt, check_outputs, err_console,
+                               handle_errors,
                                print_paths, progress_enabled, read_lines, setup_logging)
 from cu_cli.erase.defaults import describe
 from cu_cli.erase.options import SPECS
@@ -60,6 +61,7 @@ def _erase(
     debug: DebugOpt = False,
     config_flags: dict | None = None,
 ):
+    from cu_cli._util.text import clean_concept
     from cu_cli.erase.options import build_config, load_config_file, parse_set
     from cu_cli.erase.run import EraseRequest, run_erase
 
@@ -67,14 +69,17 @@ def _erase(
     yaml_values = load_config_file(config) if config else {}
     yaml_values.update(parse_set(set_))
     flags = dict(config_flags or {})
-    preserve_prompts = None
+    preserve_prompts, preserve_file = None, None
     if preserve is not None and preserve not in ("world", "none"):
-        preserve_prompts = read_lines(preserve)
+        preserve_prompts, preserve_file = read_lines(preserve, concepts=False), preserve
         preserve = "file"
     flags["preserve"] = preserve
+    if flags.get("anchor"):
+        flags["anchor"] = clean_concept(flags["anchor"], "--anchor")
     cfg, extra = build_config(yaml_values, flags, allowed_extra=YAML_EXTRA,
                               where=f"--config {config}" if config else "--set")
-    concepts = list(concept or []) or list(extra.get("concepts") or [])
+    concepts = [clean_concept(c, "--concept") for c in
+                (list(concept or []) or list(extra.get("concepts") or []))]
     if concepts_file:
         concepts += read_lines(concepts_file)
     if not concepts:
@@ -86,10 +91,13 @@ def _erase(
         parent = sys.stdin.readline().strip()
         if not parent:
             raise UsageError("--from -: no path on stdin")
+    check_outputs({"-o/--out": out}, force, inputs=[
+        parent, basis or extra.get("basis"), config, concepts_file, anchor_prompts,
+        preserve_file, base or extra.get("base"), base_config])
     req = EraseRequest(
         concepts=concepts, out=out, cfg=cfg, base=base or extra.get("base"), base_config=base_config,
         parent=parent, basis=basis or extra.get("basis"),
-        anchor_prompts=read_lines(anchor_prompts) if anchor_prompts else None,
+        anchor_prompts=read_lines(anchor_prompts, concepts=False) if anchor_prompts else None,
         preserve_prompts=preserve_prompts,
         seed=seed if seed is not None else int(extra.get("seed", 42)),
         device=device, force=force, allow_base_mismatch=allow_base_mismatch, argv=sys.argv)

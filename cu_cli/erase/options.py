@@ -124,16 +124,9 @@ def parse_set(items: list[str]) -> dict:
 
 
 def load_config_file(path: str) -> dict:
-    """Read a YAML config (a mapping; dashes in keys read as underscores)."""
-    import yaml
+    """Read a YAML config (a mapping; no aliases, size-bounded: _util/yamlio.py); dashes in keys
+    read as underscores."""
+    from cu_cli._util.yamlio import load_yaml_mapping
 
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise UsageError(f"--config {path}: {e.strerror}")
-    except yaml.YAMLError as e:
-        raise UsageError(f"--config {path}: invalid YAML ({str(e).splitlines()[0]})")
-    if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option: value")
+    data = load_yaml_mapping(path, "--config")
     return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -92,6 +92,7 @@ def prepare(plan: ErasePlan) -> Prepared:
                      forget=objective.needs.forget_images)
     parent_tensors = load_tensors(plan.parent) if plan.parent else {}
     session.apply(parent_tensors, source=plan.parent)
+    _warn_truncated(ctx)
     names = _select_trainable(ctx, session, cfg.params)
     ctx.base_values = lambda: plan.base.get_tensors(names)
     objective.prepare(ctx)
@@ -101,6 +102,18 @@ def prepare(plan: ErasePlan) -> Prepared:
         reg.prepare(ctx, plan)
         hooks += reg.hooks()
     return Prepared(session, ctx, objective, Engine(ctx, regs), names, parent_tensors, hooks)
+
+
+def _warn_truncated(ctx) -> None:
+    """Prompts longer than the text encoder's window are cut: say so, with the token count."""
+    tok = ctx.pipe.tokenizer
+    for pair in ctx.pairs:
+        for p in dict.fromkeys(pair.target_prompts):
+            n = len(tok(p).input_ids)
+            if n > tok.model_max_length:
+                log.warning("prompt %r has %d tokens; the text encoder reads the first %d",
+                            p[:60], n, tok.model_max_length)
+                return
 
 
 def _select_trainable(ctx, session, group: str) -> list[str]:

@@ -146,6 +146,8 @@ def _requests(raw: dict, path: str) -> tuple[Request, ...]:
         concept = _typed(r.get("concept"), str, f"requests[{i}].concept", path)
         if not concept or not concept.strip():
             raise UsageError(f"{path}: requests[{i}] needs a concept")
-        out.append(Request(concept.strip(), _typed(r.get("kind"), str, f"requests[{i}].kind", path),
+        from cu_cli._util.text import clean_concept
+
+        out.append(Request(clean_concept(concept, f"{path}: requests[{i}].concept"), _typed(r.get("kind"), str, f"requests[{i}].kind", path),
                            _typed(r.get("anchor"), str, f"requests[{i}].anchor", path)))
     return tuple(out)

@@ -74,12 +74,13 @@ class UCE(Objective):
         anc = [p for pair in ctx.pairs for p in pair.anchor_prompts]
         H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
         d = H_t.shape[-1]
-        self.C = H_t.reshape(-1, d).T.contiguous()  # [d, N]: every position of every target
-        self.A = H_a.reshape(-1, d).T.contiguous()  # the anchor's state at the same position
+        self.C = H_t.reshape(-1, d).T.contiguous().cpu()  # [d, N]: every position of every target
+        self.A = H_a.reshape(-1, d).T.contiguous().cpu()  # the anchor's state at that position
 
     def solve(self, ctx, regularizers) -> float:
         import torch
 
+        from cu_cli.erase.engine import kv_keys
         from cu_cli.ops.closed_form import complement, protected_directions, solve_update
 
         cfg = ctx.cfg
@@ -93,8 +94,6 @@ class UCE(Objective):
         if "projection" in by_name:
             protected.append(by_name["projection"].protected.cpu().double())
         Q = complement(torch.cat(protected, dim=1)) if protected else None
-        from cu_cli.erase.engine import kv_keys
-
         conds, resid = [], []
         with torch.no_grad():
             for k in kv_keys(ctx.trainable):

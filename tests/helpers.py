@@ -43,3 +43,15 @@ def kv_change(path, base, states) -> float:
     h = states.reshape(-1, states.shape[-1]).double()
     return sum(float(((w[k] - ref[k]).double() @ h.T).norm()) for k in w
                if ".attn2.to_k." in k or ".attn2.to_v." in k)
+
+
+def small_state(tiny: str, tmp_path_factory, folder: str) -> str:
+    """A one-key checkpoint (base + 0.01 on the first attn2 K/V weight) erasing "cat"."""
+    import torch
+
+    from cu_cli.models.base import resolve_base
+
+    base = resolve_base(tiny)
+    k = kv_keys(base)[0]
+    d = tmp_path_factory.mktemp(folder)
+    return make_ckpt(d / "v.safetensors", base, {k: torch.ones(base.shapes()[k]) * 0.01}, ["cat"])

@@ -18,13 +18,9 @@ from cu_cli.cli.app import app
 
 @pytest.fixture(scope="module")
 def state(tiny_sd1, tmp_path_factory):
-    from cu_cli.models.base import resolve_base
-    from tests.helpers import kv_keys, make_ckpt
+    from tests.helpers import small_state
 
-    base = resolve_base(tiny_sd1)
-    k = kv_keys(base)[0]
-    d = tmp_path_factory.mktemp("outputs")
-    return make_ckpt(d / "v.safetensors", base, {k: torch.ones(base.shapes()[k]) * 0.01}, ["cat"])
+    return small_state(tiny_sd1, tmp_path_factory, "outputs")
 
 
 def _bytes(p) -> bytes:

@@ -7,7 +7,6 @@ import errno
 import os
 
 import pytest
-import torch
 
 from cu_cli.cli.app import app
 

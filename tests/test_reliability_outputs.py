@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from cu_cli._util.errors import CuError, UsageError
 from cu_cli._util.fs import (atomic_write_bytes, check_output_path, check_outputs, stale_temps,

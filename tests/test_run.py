@@ -80,7 +80,7 @@ def test_resume_reuses_and_mismatch_names_the_field(runner, tmp_path, tiny_sd1, 
 
     calls = []
     real = R.run_erase
-    monkeypatch.setattr(R, "run_erase", lambda req: calls.append(req) or real(req))
+    monkeypatch.setattr(R, "run_erase", lambda req, **kw: calls.append(req) or real(req, **kw))
     r = run(runner, study, out)
     assert r.exit_code == 0, r.output
     assert calls == [] and hashes(out / "results.json") == first  # all reused

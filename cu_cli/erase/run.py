@@ -56,11 +56,12 @@ class Prepared:
     hooks: list
 
 
-def run_erase(req: EraseRequest) -> EraseResult:
+def run_erase(req: EraseRequest, plan: ErasePlan | None = None) -> EraseResult:
+    """Plan (unless the caller already holds the plan of ``req``), prepare, solve, write."""
     import torch
 
     t0 = time.time()
-    plan = plan_erase(req)
+    plan = plan or plan_erase(req)
     for w in plan.warnings:
         log.warning(w)
     with torch.enable_grad():

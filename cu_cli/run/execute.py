@@ -71,8 +71,8 @@ def _reusable_erase(plan, force: bool) -> bool:
                   hint="pass --force to recompute from this step on")
 
 
-def _erase(study, step: Step, force: bool, argv) -> tuple[str, bool]:
-    """(payload hash, whether it was computed now) of step k's erase."""
+def _erase(study, step: Step, force: bool, argv) -> str:
+    """Payload hash of step k's erase (reused, or computed from the same plan)."""
     from cu_cli.ckpt.checkpoint import open_checkpoint
     from cu_cli.erase.plan import plan_erase
     from cu_cli.erase.run import run_erase
@@ -82,8 +82,8 @@ def _erase(study, step: Step, force: bool, argv) -> tuple[str, bool]:
     req = _erase_request(study, step, argv)
     plan = plan_erase(req)
     if _reusable_erase(plan, force):
-        return open_checkpoint(step.out).payload_sha256, False
-    return run_erase(req).payload_sha256, True
+        return open_checkpoint(step.out).payload_sha256
+    return run_erase(req, plan=plan).payload_sha256
 
 
 def _basis(study, step: Step, force: bool) -> None:
@@ -163,7 +163,7 @@ def _evaluate(study, step: Step, payload: str, out_dir: str) -> dict:
         if cached.get("key") == key:
             return cached["metrics"]
     res = run_eval(EvalRequest(
-        states=[step.state], base=study.base if study.base else None,
+        states=[step.state], base=study.base,
         base_config=study.base_config, protocol=settings["protocol"], seeds=settings["seeds"],
         steps=settings["steps"], guidance=settings["guidance"], classifier=settings["classifier"],
         cra_scope=settings["cra_scope"], device=study.device))
@@ -208,7 +208,7 @@ def run_study(study, out_dir: str, force: bool = False, only_step: int | None = 
         if progress:
             progress("step", step.k, len(steps), step.label)
         os.makedirs(os.path.dirname(step.out), exist_ok=True)
-        payload, _ = _erase(study, step, force, argv)
+        payload = _erase(study, step, force, argv)
         if step.merge_inputs:
             payload = _merge(study, step, force, argv)
         row = {"k": step.k, "concept": step.label, "path": step.state, "payload_sha256": payload}

@@ -66,13 +66,14 @@ class Study:
                 "device": self.device}
 
 
-def _check_keys(d, allowed: set[str], where: str, src: str) -> dict:
+def _check_keys(d, allowed: set[str], where: str | None, src: str) -> dict:
+    """``d`` itself when it is a mapping of allowed keys; ``where`` = its key path (None: top)."""
     if not isinstance(d, dict):
-        raise UsageError(f"{src}: {where} must be a mapping")
+        raise UsageError(f"{src}: {where or 'the study'} must be a mapping")
     extra = sorted(str(k) for k in d if k not in allowed)
     if extra:
-        raise UsageError(f"{src}: unknown key {where}.{extra[0]} (allowed: "
-                         f"{', '.join(sorted(allowed))})".replace("top.", ""))
+        path = f"{where}.{extra[0]}" if where else extra[0]
+        raise UsageError(f"{src}: unknown key {path} (allowed: {', '.join(sorted(allowed))})")
     return d
 
 
@@ -91,7 +92,7 @@ def load_study(path: str, overrides: dict | None = None) -> Study:
     from cu_cli.erase.options import build_config, load_config_file
 
     raw = load_config_file(path)
-    _check_keys(raw, TOP_KEYS, "top", path)
+    _check_keys(raw, TOP_KEYS, None, path)
     here = os.path.dirname(os.path.abspath(path))
     setting = _typed(raw.get("setting", "sequential"), str, "setting", path)
     if setting not in SETTINGS:

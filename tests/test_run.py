@@ -145,3 +145,18 @@ def test_sigkill_mid_study_then_rerun_matches(tmp_path, tiny_sd1):
     assert not [f for f in done if f.endswith(".safetensors") and ".tmp" in f]
     subprocess.run(cmd + ["-o", str(out)], check=True, env=_env(), capture_output=True)
     assert hashes(out / "results.json") == want
+
+
+def test_eval_at_lists_requests_and_rejects_bad_values(tmp_path):
+    """``eval: {at: [...]}`` evaluates the listed requests and the last; a non-list is exit 2."""
+    from cu_cli._util.errors import UsageError
+    from cu_cli.run.study import eval_due, load_study
+
+    assert [k for k in range(1, 13) if eval_due({"at": [1, 3, 6, 9]}, k, 12)] == [1, 3, 6, 9, 12]
+    assert [k for k in range(1, 6) if eval_due({"every": 2}, k, 5)] == [2, 4, 5]
+    assert not any(eval_due({"every": 0}, k, 4) for k in range(1, 5))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: minicanvas\nsetting: sequential\nsequence: minicanvas-style\n"
+                   "eval: {at: 3}\n")
+    with pytest.raises(UsageError, match="eval.at"):
+        load_study(str(bad))

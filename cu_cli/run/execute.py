@@ -20,6 +20,7 @@ from cu_cli._util.errors import CuError, UsageError
 from cu_cli._util.fs import atomic_path
 from cu_cli._util.log import get_logger
 from cu_cli.run.steps import Step, expand
+from cu_cli.run.study import eval_due
 
 log = get_logger(__name__)
 
@@ -199,7 +200,6 @@ def run_study(study, out_dir: str, force: bool = False, only_step: int | None = 
     if only_step is not None and not 1 <= only_step <= len(steps):
         raise UsageError(f"--only-step must be 1..{len(steps)}")
     results = {"cu_version": cu_version(), "study": study.to_dict(), "steps": []}
-    every = int(study.eval.get("every", 1))
     prev_state = None
     for step in steps:
         if only_step is not None and step.k > only_step:
@@ -212,7 +212,7 @@ def run_study(study, out_dir: str, force: bool = False, only_step: int | None = 
         if step.merge_inputs:
             payload = _merge(study, step, force, argv)
         row = {"k": step.k, "concept": step.label, "path": step.state, "payload_sha256": payload}
-        if every and (step.k % every == 0 or step.k == len(steps)):
+        if eval_due(study.eval, step.k, len(steps)):
             m = _evaluate(study, step, payload, out_dir)
             row.update({"ua": m["ua"], "ra_i": m["ra_i"], "ra_c": m["ra_c"],
                         "per_concept": m["per_concept"], "protocol": m.get("protocol")})

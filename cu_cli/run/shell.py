@@ -11,6 +11,7 @@ import shlex
 
 from cu_cli.erase.optfield import spell
 from cu_cli.run.execute import eval_settings
+from cu_cli.run.study import eval_due
 from cu_cli.run.steps import expand
 
 
@@ -28,7 +29,8 @@ def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
     ev = eval_settings(study)
     ev_flags = [f"--{k} {q(str(ev[k]))}" for k in ("protocol", "seeds", "steps", "guidance",
                                                    "classifier") if ev[k] is not None]
-    for step in expand(study, out_dir):
+    steps = expand(study, out_dir)
+    for step in steps:
         src = [f"--from {q(step.parent)}"] if step.parent else base
         if step.basis:
             bopts = study.project_basis
@@ -48,8 +50,9 @@ def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
                                    *([f"--density {m['density']}"] if "density" in m else []),
                                    *([f"--keys {q(m['keys'])}"] if "keys" in m else []),
                                    "-q", "--force", f"-o {q(step.state)}"]))
-        lines.append(" ".join(["cu eval", q(step.state), *ev_flags, "--json -q",
-                               f"> {q(step.state)}.eval.json"]))
-    lines.append(" ".join(["cu drift", *[q(s.state) for s in expand(study, out_dir)],
+        if eval_due(study.eval, step.k, len(steps)):
+            lines.append(" ".join(["cu eval", q(step.state), *ev_flags, "--json -q",
+                                   f"> {q(step.state)}.eval.json"]))
+    lines.append(" ".join(["cu drift", *[q(s.state) for s in steps],
                            "--json", f"> {q(out_dir)}/drift.json"]))
     return "\n".join(lines) + "\n"

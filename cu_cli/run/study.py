@@ -33,7 +33,7 @@ TOP_KEYS = {"name", "base", "base_config", "setting", "seed", "sequence", "first
             "erase", "project_basis", "merge", "eval", "device"}
 REQUEST_KEYS = {"concept", "kind", "anchor"}
 MERGE_KEYS = {"method", "lambda", "density", "keys"}
-EVAL_KEYS = {"protocol", "seeds", "steps", "guidance", "classifier", "every", "cra_scope"}
+EVAL_KEYS = {"protocol", "seeds", "steps", "guidance", "classifier", "every", "at", "cra_scope"}
 BASIS_KEYS = {"top_m", "vocab", "aux_max_sim", "min_sim", "kind"}
 
 
@@ -111,10 +111,29 @@ def load_study(path: str, overrides: dict | None = None) -> Study:
         setting=setting, seed=_typed(raw.get("seed", 42), int, "seed", path),
         requests=_requests(raw, path), erase=erase,
         merge=dict(_check_keys(raw.get("merge") or {}, MERGE_KEYS, "merge", path)),
-        eval=dict(_check_keys(raw.get("eval") or {}, EVAL_KEYS, "eval", path)),
+        eval=_eval_section(raw, path),
         project_basis=(None if raw.get("project_basis") is None else dict(
             _check_keys(raw["project_basis"], BASIS_KEYS, "project_basis", path))),
         device=_typed(raw.get("device", "cpu"), str, "device", path))
+
+
+def _eval_section(raw: dict, path: str) -> dict:
+    """``eval:`` keys; ``at`` is a list of request numbers (1-based) evaluated besides the last."""
+    ev = dict(_check_keys(raw.get("eval") or {}, EVAL_KEYS, "eval", path))
+    at = ev.get("at")
+    if at is not None and (not isinstance(at, list) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in at)):
+        raise UsageError(f"{path}: eval.at: expected a list of request numbers >= 1, got {at!r}")
+    return ev
+
+
+def eval_due(ev: dict, k: int, n: int) -> bool:
+    """Whether state k of n is evaluated: ``at`` lists the requests (plus the last); otherwise
+    every ``every``-th state and the last (``every: 0``: none)."""
+    if "at" in ev:
+        return k in ev["at"] or k == n
+    every = int(ev.get("every", 1))
+    return bool(every) and (k % every == 0 or k == n)
 
 
 def _erase_keys() -> set[str]:

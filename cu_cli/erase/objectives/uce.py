@@ -42,6 +42,11 @@ class Options:
     uce_nullspace: bool = opt(False, "UCE: restrict the edit to the complement of the preserved "
                               "states' span (SPEED-style; needs --preserve or --context-weight).",
                               bool)
+    uce_align: str | None = opt(None, "UCE: which target positions are rewritten: position (UCE: "
+                                "position i to the anchor's i) or concept (a cu extension: the "
+                                "words before the concept's last token keep their K/V; the rest "
+                                "aligned with the anchor at EOS; erase/token_align.py).", str,
+                                choices=("position", "concept"))
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
 
@@ -55,7 +60,8 @@ class UCE(Objective):
     # Closed form: no optimizer, no images; steps/lr/batch are placeholders the solve ignores.
     defaults = dict(steps=1, lr=1.0, batch=1, clip=None, weight_decay=0.0, anchor_images=0,
                     anchor_steps=1, anchor_guidance=1.0, mask_border=0, hflip=False,
-                    uce_lambda=0.1, erase_scale=1.0, uce_eta=0.0)
+                    uce_lambda=0.1, erase_scale=1.0, uce_eta=0.0,
+                    uce_align="position")
 
     @classmethod
     def check(cls, cfg, regularizers) -> None:
@@ -70,12 +76,29 @@ class UCE(Objective):
                              "--context-weight)")
 
     def prepare(self, ctx) -> None:
-        tgt = [p for pair in ctx.pairs for p in pair.target_prompts]
-        anc = [p for pair in ctx.pairs for p in pair.anchor_prompts]
-        H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
-        d = H_t.shape[-1]
-        self.C = H_t.reshape(-1, d).T.contiguous().cpu()  # [d, N]: every position of every target
-        self.A = H_a.reshape(-1, d).T.contiguous().cpu()  # the anchor's state at that position
+        """C = the target states of the rewritten (and kept) positions, A = the states whose K/V
+        they must take (a kept position's own)."""
+        import torch
+
+        from cu_cli.erase.context_tokens import word_ids
+        from cu_cli.erase.token_align import align
+
+        cols_c, cols_a, missing = [], [], 0
+        eos = ctx.pipe.tokenizer.eos_token_id
+        for pair in ctx.pairs:
+            concept = word_ids(ctx.pipe, pair.concept)
+            tgt, anc = list(pair.target_prompts), list(pair.anchor_prompts)
+            H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
+            ids_t, ids_a = ctx.pipe.tokenize(tgt).tolist(), ctx.pipe.tokenize(anc).tolist()
+            for i in range(len(tgt)):
+                al = align(ids_t[i], ids_a[i], concept, eos, ctx.cfg.uce_align)
+                missing += not al.concept_found
+                jt = al.keep + [j for j, _ in al.edit]
+                cols_c.append(H_t[i, jt])
+                cols_a.append(torch.cat([H_t[i, al.keep], H_a[i, [a for _, a in al.edit]]]))
+        self.C = torch.cat(cols_c).T.contiguous().cpu()  # [d, N]
+        self.A = torch.cat(cols_a).T.contiguous().cpu()
+        self.align_info = {"align": ctx.cfg.uce_align, "prompts_without_concept": missing}
 
     def solve(self, ctx, regularizers) -> float:
         import torch
@@ -104,7 +127,8 @@ class UCE(Objective):
                 ctx.trainable[k].copy_(W.to(ctx.trainable[k].device))
                 conds.append(cond)
                 resid.append(float(((W @ self.C - V) ** 2).sum(0).mean()))
-        self.info = {"erase_tokens": int(self.C.shape[1]), "lambda": cfg.uce_lambda,
+        self.info = {"erase_tokens": int(self.C.shape[1]), **self.align_info,
+                     "lambda": cfg.uce_lambda,
                      "eta": cfg.uce_eta,
                      "erase_scale": cfg.erase_scale, "preserve_metric": M is not None,
                      "free_dims": None if Q is None else int(Q.shape[1]),

@@ -168,11 +168,13 @@ def test_quadratic_terms_equal_the_gradient_path_penalties():
 
     sp = SP()
     sp.l1, sp.l2, sp.ref = 0.0, 7.0, ref
-    assert evaluate(sp.quadratic()) == pytest.approx(float(sum(sp.terms(cur))), rel=1e-6)
+    assert evaluate(sp.quadratics()[0]) == pytest.approx(float(sum(sp.terms(cur))), rel=1e-6)
     kv = KVMetric()
     H = torch.randn(10, 4, generator=g)
-    kv.keys, kv.ref, kv.M = sorted(ref), ref, 2.0 * (H.T @ H) / 10
-    assert evaluate(kv.quadratic()) == pytest.approx(float(kv.terms(cur)[0]), rel=1e-6)
+    base = {k: v + 0.3 for k, v in ref.items()}  # preserve_ref base: a second reference
+    kv.keys, kv.parts = sorted(ref), [(2.0 * (H.T @ H) / 10, ref), ((H[:3].T @ H[:3]) / 3, base)]
+    assert sum(evaluate(q) for q in kv.quadratics()) == pytest.approx(float(kv.terms(cur)[0]),
+                                                                      rel=1e-6)
 
 
 def test_objectives_and_regularizers_declare_their_interface():
@@ -205,3 +207,16 @@ def test_erase_refuses_to_write_over_its_own_config(runner, tmp_path, tiny_sd1):
                             "-o", str(cfg)])
     assert r.exit_code == 2 and "input" in r.output
     assert cfg.read_bytes() == before
+
+
+def test_options_at_their_neutral_value_keep_the_plan_key():
+    """An option added later (uce_align, conabl_anchor, preserve_ref) at its declared neutral
+    value leaves the plan key as it was without the field, so recorded chains stay reusable."""
+    from cu_cli.erase.options import SPECS, identity_config
+
+    neutral = {k: s.neutral for k, s in SPECS.items() if s.neutral is not None}
+    assert {"uce_align", "conabl_anchor", "preserve_ref"} <= set(neutral)
+    cfg = {"lr": 3e-4, **neutral}
+    assert identity_config(cfg) == {"lr": 3e-4}
+    moved = dict(cfg, preserve_ref="base")
+    assert identity_config(moved) == {"lr": 3e-4, "preserve_ref": "base"}

@@ -31,6 +31,7 @@ class EraseContext:
     selft_masks: dict | None = None  # SelFT's masks (projection re-applies them)
     base_values: object = None  # callable: the root base's values of the trainable keys
     _emb: dict[str, torch.Tensor] = field(default_factory=dict)
+    _emb_ref: dict = field(default_factory=dict)  # cached reference weights (the root base's)
 
     @property
     def unet(self):
@@ -51,7 +52,18 @@ class EraseContext:
     @torch.no_grad()
     def eps_parent(self, z, t, ctx) -> torch.Tensor:
         """Output of the frozen parent θₙ₋₁ (trainable tensors swapped for their frozen copies)."""
-        override = {split_key(k)[1]: v for k, v in self.parent_values.items()}
+        return self._eps_with(self.parent_values, z, t, ctx)
+
+    @torch.no_grad()
+    def eps_base(self, z, t, ctx) -> torch.Tensor:
+        """Output of the root base θ₀ (its values of the trainable tensors, loaded once)."""
+        if "_base" not in self._emb_ref:
+            dev = self.pipe.device
+            self._emb_ref["_base"] = {k: v.to(dev) for k, v in self.base_values().items()}
+        return self._eps_with(self._emb_ref["_base"], z, t, ctx)
+
+    def _eps_with(self, values: dict, z, t, ctx) -> torch.Tensor:
+        override = {split_key(k)[1]: v for k, v in values.items()}
         return torch.func.functional_call(self.unet, override, (z, t),
                                           {"encoder_hidden_states": ctx}).sample
 

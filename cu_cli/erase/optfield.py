@@ -28,6 +28,10 @@ class OptSpec:
     gt: float | None = None  # value > gt
     le: float | None = None  # value <= le
     nullable: bool = False  # None is a legal resolved value (e.g. clip: none)
+    # An option added after plans were recorded: the value that reproduces cu before it existed.
+    # A config with this value keeps the plan key it had without the field (erase/plan.py), so
+    # adding an option does not invalidate existing chains.
+    neutral: object = None
 
 
 def opt(default, help: str, type: type, **spec) -> Field:

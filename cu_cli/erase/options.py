@@ -81,6 +81,13 @@ def _assemble():
 EraseConfig = _assemble()
 FIELDS = {f.name: f for f in fields(EraseConfig)}
 SPECS: dict[str, OptSpec] = {n: spec_of(f) for n, f in FIELDS.items()}
+
+
+def identity_config(config: dict) -> dict:
+    """The resolved config as it enters a plan key: options at their declared ``neutral`` value
+    (added after plans were recorded, reproducing cu without them) are left out."""
+    return {k: v for k, v in config.items()
+            if not (k in SPECS and SPECS[k].neutral is not None and v == SPECS[k].neutral)}
 OWNER = {f.name: g for g in GROUPS for f in fields(g)}  # option -> its declaring group
 # The declared default of each option (None: filled per method and base, erase/defaults.py).
 DECLARED = {f.name: f.default for g in GROUPS for f in fields(g)}

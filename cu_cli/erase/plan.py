@@ -64,8 +64,11 @@ class ErasePlan:
 
     def identity(self) -> dict:
         """What determines the output: op, concepts, seed, device, resolved config, inputs."""
+        from cu_cli.erase.options import identity_config
+
         return {"op": "erase", "concepts": list(self.concepts), "seed": self.seed,
-                "device": self.device, "config": self.config.to_dict(), "inputs": self.inputs}
+                "device": self.device, "config": identity_config(self.config.to_dict()),
+                "inputs": self.inputs}
 
     def key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))

@@ -27,3 +27,12 @@ def preserve_prompts(mode: str, targets: list[str], world,
         raise UsageError("--preserve world needs a built-in world base (MiniCanvas); give a "
                          "file of prompts")
     return world.preserve_prompts(targets)
+
+
+def names_any(prompt: str, concepts: list[str]) -> bool:
+    """Whether ``prompt`` names one of ``concepts`` as whole words (case-insensitive)."""
+    import re
+
+    low = prompt.lower()
+    spellings = {v for c in concepts for v in (c.lower(), c.lower().replace("_", " "))}
+    return any(re.search(r"(?<!\w)" + re.escape(c) + r"(?!\w)", low) for c in spellings)

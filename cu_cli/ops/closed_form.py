@@ -21,8 +21,11 @@ import torch
 
 
 def solve_update(W_ref: torch.Tensor, C: torch.Tensor, V: torch.Tensor, M: torch.Tensor | None,
-                 lam: float, scale: float = 1.0, Q: torch.Tensor | None = None):
-    """(ΔW, condition number). C: [d_in, N] erase states, V: [d_out, N] targets v*_e."""
+                 lam: float, scale: float = 1.0, Q: torch.Tensor | None = None,
+                 pull: torch.Tensor | None = None):
+    """(ΔW, condition number). C: [d_in, N] erase states, V: [d_out, N] targets v*_e.
+    ``pull`` = Σ_i D_i·M_i when part i of the metric holds its states at W_ref + D_i instead of
+    W_ref (tr((ΔW − D_i)·M_i·(ΔW − D_i)ᵀ) adds D_i·M_i to the right-hand side)."""
     W = W_ref.double()
     C, V = C.double(), V.double()
     d = W.shape[1]
@@ -31,6 +34,8 @@ def solve_update(W_ref: torch.Tensor, C: torch.Tensor, V: torch.Tensor, M: torch
     if M is not None:
         A = A + M.double()
     rhs = (scale / n) * (V - W @ C) @ C.T  # [d_out, d_in]
+    if pull is not None:
+        rhs = rhs + pull.double()
     if Q is not None:
         Q = Q.double()
         A, rhs = Q.T @ A @ Q, rhs @ Q

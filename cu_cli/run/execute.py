@@ -56,6 +56,7 @@ def first_difference(recorded: dict, planned: dict, prefix: str = "") -> str | N
 
 def _reusable_erase(plan, force: bool) -> bool:
     from cu_cli.ckpt.checkpoint import open_checkpoint
+    from cu_cli.erase.options import identity_config
 
     if not os.path.exists(plan.out):
         return False
@@ -66,6 +67,7 @@ def _reusable_erase(plan, force: bool) -> bool:
         return False
     ident = plan.identity()
     recorded = {k: step.get(k) for k in ident}
+    recorded["config"] = identity_config(recorded.get("config") or {})
     recorded["op"] = step.get("op")
     diff = first_difference(recorded, ident) or "the plan key"
     raise CuError(f"{plan.out} exists but does not match the planned step: {diff}",

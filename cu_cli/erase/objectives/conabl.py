@@ -12,6 +12,11 @@ away from the concept as seen by the frozen parent θₙ₋₁, as ESD's negativ
 Plain ConAbl maps the target onto the anchor's distribution, which contains the erased concept at
 the base's own rate (an unstyled MiniCanvas caption is drawn in "ember fade" 10.5 % of the time);
 the η term steers the target prompt off the concept instead.
+
+``conabl_anchor`` (a cu extension for chains): the anchor branch ε(z_t,t,c_anc) is by default the
+current model (the reference); ``base`` takes it from the root base θ₀ instead, so request n's
+target is the base's prediction of the anchor prompt, not one that has drifted with n − 1 earlier
+requests (the drift compounds otherwise: the target follows the model it trains).
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ class Options:
     conabl_eta: float | None = opt(
         None, "ConAbl: steer the target off the concept as the parent sees it (negative "
         "guidance η, a cu extension; 0 = the reference).", float, ge=0)
+    conabl_anchor: str | None = opt(
+        None, "ConAbl: which model predicts the anchor target: current (the reference: the "
+        "model being trained), parent (frozen θₙ₋₁) or base (root θ₀, so a chain's targets do "
+        "not drift with it; a cu extension).", str, choices=("current", "parent", "base"),
+        neutral="current")
     detach_bos: bool = opt(
         True, "ConAbl: detach K/V at the BOS token (the Custom Diffusion processor).", bool,
         flag=False)
@@ -40,7 +50,7 @@ class ConAbl(Objective):
     # The reference scripts' SD1.x values (method-notes §2).
     defaults = dict(steps=1000, lr=8e-6, batch=4, clip=1.0, weight_decay=0.01, anchor_images=200,
                     anchor_steps=100, anchor_guidance=6.0, mask_border=1, hflip=True,
-                    conabl_eta=0.0)
+                    conabl_eta=0.0, conabl_anchor="current")
 
     def hooks(self, ctx) -> list:
         from cu_cli.erase.context import detach_bos_hooks
@@ -64,7 +74,8 @@ class ConAbl(Objective):
         c_tgt = ctx.embed([self.target_prompts[i] for i in idx.tolist()])
         c_anc = ctx.embed([self.anchor_prompts[i] for i in idx.tolist()])
         with torch.no_grad():
-            e_anc = ctx.eps(zt, t, c_anc)
+            e_anc = {"current": ctx.eps, "parent": ctx.eps_parent,
+                     "base": ctx.eps_base}[ctx.cfg.conabl_anchor](zt, t, c_anc)
             eta = ctx.cfg.conabl_eta
             if eta:
                 both = ctx.eps_parent(torch.cat([zt, zt]), torch.cat([t, t]),

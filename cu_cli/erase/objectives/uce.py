@@ -46,9 +46,19 @@ class Options:
                                 "position i to the anchor's i) or concept (a cu extension: the "
                                 "words before the concept's last token keep their K/V; the rest "
                                 "aligned with the anchor at EOS; erase/token_align.py).", str,
-                                choices=("position", "concept"))
+                                choices=("position", "concept"), neutral="position")
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
+
+
+def _pull(quads, key: str, W0):
+    """Σ_i (R_i − W0)·M_i over the preserve parts whose reference R_i is not W0 (None if none)."""
+    out = None
+    for q in quads:
+        D = q.ref[key].float().cpu() - W0
+        if bool(D.any()):
+            out = D @ q.metric.cpu() if out is None else out + D @ q.metric.cpu()
+    return out
 
 
 class UCE(Objective):
@@ -108,8 +118,8 @@ class UCE(Objective):
 
         cfg = ctx.cfg
         by_name = {r.name: r for r in regularizers}
-        quad = by_name["kv-metric"].quadratic() if "kv-metric" in by_name else None
-        M = None if quad is None else quad.metric.cpu()
+        quads = by_name["kv-metric"].quadratics() if "kv-metric" in by_name else []
+        M = sum(q.metric.cpu() for q in quads) if quads else None
         ref = ctx.parent_values if cfg.reg_ref == "parent" else ctx.base_values()
         protected = []  # directions the edit must not touch (null-space variant, basis)
         if cfg.uce_nullspace:
@@ -122,7 +132,9 @@ class UCE(Objective):
             for k in kv_keys(ctx.trainable):
                 W0 = ref[k].float().cpu()
                 V = W0 @ (self.A - cfg.uce_eta * (self.C - self.A))
-                dW, cond = solve_update(W0, self.C, V, M, cfg.uce_lambda, cfg.erase_scale, Q)
+                pull = _pull(quads, k, W0)
+                dW, cond = solve_update(W0, self.C, V, M, cfg.uce_lambda, cfg.erase_scale, Q,
+                                        pull)
                 W = W0 + dW
                 ctx.trainable[k].copy_(W.to(ctx.trainable[k].device))
                 conds.append(cond)

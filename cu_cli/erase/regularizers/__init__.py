@@ -9,9 +9,10 @@ and acts through the step's hooks:
 - :meth:`~Regularizer.on_grad` — after backward (gradient projection, SelFT re-mask);
 - :meth:`~Regularizer.before_opt_step` / :meth:`~Regularizer.after_opt_step` — around the
   optimizer step (the exact ``--project-update``);
-- :meth:`~Regularizer.quadratic` — where one exists, the same penalty as a closed-form quadratic
-  ``weight · Σ_k tr((W_k − R_k)·M·(W_k − R_k)ᵀ)`` (M = I when ``metric`` is None), which a
-  closed-form objective adds to its normal equations instead of taking gradient steps;
+- :meth:`~Regularizer.quadratics` — where they exist, the same penalty as a sum of closed-form
+  quadratics ``weight · Σ_k tr((W_k − R_k)·M·(W_k − R_k)ᵀ)`` (M = I when ``metric`` is None; one
+  per reference R), which a closed-form objective adds to its normal equations instead of taking
+  gradient steps;
 - :meth:`~Regularizer.measured` — what the lineage records under ``measured``.
 """
 
@@ -60,8 +61,8 @@ class Regularizer:
     def after_opt_step(self, tr: dict) -> None:
         pass
 
-    def quadratic(self) -> Quadratic | None:
-        return None
+    def quadratics(self) -> list[Quadratic]:
+        return []
 
     def measured(self, ctx, trained: dict) -> dict:
         return {}

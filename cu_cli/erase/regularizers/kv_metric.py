@@ -9,7 +9,14 @@ dimension of every trainable attn2 K/V weight (ops/preserve.py):
   (erase/context_tokens.py), weight λ_c: M_c.
 
 L = Σ_k tr(ΔW_k·M·ΔW_kᵀ) / Σ_k out_k with M = λ_c·M_c + λ_p·M_p and ΔW = W − W_parent. The same
-M is the closed-form preservation term (``quadratic``).
+M is the closed-form preservation term (``quadratics``).
+
+``preserve_ref: base`` (a cu extension for chains) bounds the *cumulative* drift of what was never
+erased: the states of prompts that name none of the parent's erased concepts (``cu.erased``) —
+and the request's context tokens — are held at the root base's K/V, W_0·h, instead of the
+parent's, so n requests cannot walk them away step by step; prompts naming an erased concept stay
+at the parent's (erased) K/V. Then L = Σ_k [tr((W_k − W_k^0)·M_0·(W_k − W_k^0)ᵀ) +
+tr((W_k − W_k^parent)·M_e·(W_k − W_k^parent)ᵀ)] / Σ_k out_k.
 """
 
 from __future__ import annotations
@@ -35,13 +42,23 @@ class Options:
     context_weight: float | None = opt(None, "Keep the K/V of the request's own context tokens "
                                        "(target-prompt positions before the concept's last "
                                        "token), weight λ_c.", float, ge=0)
+    preserve_ref: str | None = opt(None, "Hold those K/V at the parent's, or (base) hold the "
+                                   "prompts naming no erased concept at the root base's "
+                                   "(bounds a chain's cumulative drift; a cu extension).", str,
+                                   choices=("parent", "base"), neutral="parent")
+
+
+def _erased_before(plan) -> list[str]:
+    """The concepts the parent state has erased (its ``cu.erased``; none from a base)."""
+    return list(plan.parent_header.json("cu.erased", [])) if plan.parent_header else []
 
 
 class KVMetric(Regularizer):
     name = "kv-metric"
     url = "https://arxiv.org/abs/2308.14761"
     Options = Options
-    defaults = dict(preserve="none", preserve_weight=0.25, context_weight=0.0)
+    defaults = dict(preserve="none", preserve_weight=0.25, context_weight=0.0,
+                    preserve_ref="parent")
 
     @classmethod
     def enabled(cls, cfg, plan) -> bool:
@@ -52,26 +69,37 @@ class KVMetric(Regularizer):
         from cu_cli.erase.engine import kv_keys
 
         self.keys = kv_keys(ctx.trainable)
-        self.info = {"preserve_prompts": 0, "preserve_prompts_sha256": None, "context_tokens": 0}
-        self.M = None
+        self.info = {"preserve_prompts": 0, "preserve_prompts_sha256": None, "context_tokens": 0,
+                     "preserve_ref": ctx.cfg.preserve_ref}
+        self.parts = []  # (metric M, reference values R): Σ_k tr((W_k − R_k)·M·(W_k − R_k)ᵀ)
         if not self.keys:
             log.warning("--preserve/--context-weight have no effect with --params %s (no "
                         "attn2.to_k/to_v weight trains)", ctx.cfg.params)
             return
         cfg = ctx.cfg
-        M_p = self._preserve_moment(ctx, plan) if cfg.preserve != "none" and cfg.preserve_weight \
-            else None
-        M_c = self._context_moment(ctx) if cfg.context_weight else None
-        metric = None if M_p is None else cfg.preserve_weight * M_p
-        if M_c is not None:
-            metric = cfg.context_weight * M_c + (0 if metric is None else metric)
-        self.M = None if metric is None else metric.to(ctx.trainable[self.keys[0]].device)
-        self.ref = ctx.parent_values
+        erased = _erased_before(plan) if cfg.preserve_ref == "base" else []
+        clean, dirty = [], []  # metrics held at the base / at the parent
+        if cfg.preserve != "none" and cfg.preserve_weight:
+            for M, named in self._preserve_moments(ctx, plan, erased):
+                at_base = cfg.preserve_ref == "base" and not named
+                (clean if at_base else dirty).append(cfg.preserve_weight * M)
+        if cfg.context_weight:
+            M_c = self._context_moment(ctx)
+            if M_c is not None:
+                (clean if cfg.preserve_ref == "base" else dirty).append(cfg.context_weight * M_c)
+        dev = ctx.trainable[self.keys[0]].device
+        if dirty:
+            self.parts.append((sum(dirty).to(dev), ctx.parent_values))
+        if clean:
+            base = {k: v.to(dev) for k, v in ctx.base_values().items() if k in self.keys}
+            self.parts.append((sum(clean).to(dev), base))
 
-    def _preserve_moment(self, ctx, plan):
+    def _preserve_moments(self, ctx, plan, erased: list[str]) -> list:
+        """[(M, names an erased concept)] of the preserve prompts: one moment, or with
+        ``erased`` two — the prompts naming an erased concept and the rest."""
         import torch
 
-        from cu_cli.erase.preserve import preserve_prompts
+        from cu_cli.erase.preserve import names_any, preserve_prompts
         from cu_cli.ops.preserve import second_moment
 
         prompts = preserve_prompts(ctx.cfg.preserve, plan.concepts, ctx.world,
@@ -79,14 +107,21 @@ class KVMetric(Regularizer):
         if not prompts:
             log.warning("--preserve %s: no prompts left after removing targets and held-out "
                         "retain concepts; the penalty is off", ctx.cfg.preserve)
-            return None
-        with torch.no_grad():
-            states = torch.cat([ctx.pipe.encode_text(prompts[i:i + 256]).float()
-                                for i in range(0, len(prompts), 256)])
+            return []
         self.info["preserve_prompts"] = len(prompts)
         self.info["preserve_prompts_sha256"] = "sha256:" + hashlib.sha256(
             "\n".join(prompts).encode()).hexdigest()
-        return second_moment(states)
+        groups = {}
+        for p in prompts:
+            groups.setdefault(names_any(p, erased), []).append(p)
+        self.info["preserve_prompts_at_base"] = len(groups.get(False, [])) if erased else None
+        out = []
+        for named, group in sorted(groups.items()):
+            with torch.no_grad():
+                states = torch.cat([ctx.pipe.encode_text(group[i:i + 256]).float()
+                                    for i in range(0, len(group), 256)])
+            out.append((second_moment(states), named))
+        return out
 
     def _context_moment(self, ctx):
         from cu_cli.erase.context_tokens import context_states
@@ -103,13 +138,14 @@ class KVMetric(Regularizer):
     def terms(self, tr: dict) -> list:
         from cu_cli.ops.preserve import preserve_penalty
 
-        return [] if self.M is None else [preserve_penalty(tr, self.ref, self.keys, self.M)]
+        if not self.parts:
+            return []
+        return [sum(preserve_penalty(tr, ref, self.keys, M) for M, ref in self.parts)]
 
-    def quadratic(self) -> Quadratic | None:
-        if self.M is None:
-            return None
-        rows = sum(self.ref[k].shape[0] for k in self.keys)
-        return Quadratic(weight=1.0 / max(rows, 1), metric=self.M, ref=self.ref, keys=self.keys)
+    def quadratics(self) -> list[Quadratic]:
+        rows = sum(self.parts[0][1][k].shape[0] for k in self.keys) if self.parts else 0
+        return [Quadratic(weight=1.0 / max(rows, 1), metric=M, ref=ref, keys=self.keys)
+                for M, ref in self.parts]
 
     def measured(self, ctx, trained: dict) -> dict:
         return dict(self.info)

@@ -43,8 +43,8 @@ class SP(Regularizer):
         l1, l2 = sp_penalties(tr, self.ref)
         return [self.l1 * l1, self.l2 * l2]
 
-    def quadratic(self) -> Quadratic | None:
+    def quadratics(self) -> list[Quadratic]:
         if not self.l2:
-            return None
+            return []
         n = sum(v.numel() for v in self.ref.values())
-        return Quadratic(weight=self.l2 / n, metric=None, ref=self.ref, keys=sorted(self.ref))
+        return [Quadratic(weight=self.l2 / n, metric=None, ref=self.ref, keys=sorted(self.ref))]

@@ -53,6 +53,10 @@ def test_settings_run_and_record(runner, tmp_path, tiny_sd1, fake_classifier, se
     if setting == "sequential":
         assert len(last.json("cu.lineage")) == 3
         assert last.json("cu.parents") == [steps[1]["payload_sha256"]]
+        # each row names the plan its state was made by
+        assert [s["plan_key"] for s in steps] == [
+            open_checkpoint(s["path"]).json("cu.lineage")[-1]["key"] for s in steps]
+    assert "cu_commit" in res
     if setting == "independent":
         assert steps[-1]["path"].endswith(os.path.join("merged", "03.safetensors"))
         assert last.json("cu.lineage")[-1]["params"]["lambda"] == 2.0

@@ -24,6 +24,26 @@ def cu_version() -> str:
         return "0+unknown"
 
 
+def source_commit() -> str | None:
+    """The git commit of the cu source tree in use (``+dirty`` with uncommitted changes), or None
+    when cu does not run from a git checkout. Recorded in study results so a number names the
+    code that made it."""
+    import os
+    import subprocess
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the numerical stack that affect results."""
     from importlib.metadata import PackageNotFoundError, version

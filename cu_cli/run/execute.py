@@ -74,8 +74,8 @@ def _reusable_erase(plan, force: bool) -> bool:
                   hint="pass --force to recompute from this step on")
 
 
-def _erase(study, step: Step, force: bool, argv) -> str:
-    """Payload hash of step k's erase (reused, or computed from the same plan)."""
+def _erase(study, step: Step, force: bool, argv) -> tuple[str, str]:
+    """(payload hash, plan key) of step k's erase (reused, or computed from the same plan)."""
     from cu_cli.ckpt.checkpoint import open_checkpoint
     from cu_cli.erase.plan import plan_erase
     from cu_cli.erase.run import run_erase
@@ -85,8 +85,8 @@ def _erase(study, step: Step, force: bool, argv) -> str:
     req = _erase_request(study, step, argv)
     plan = plan_erase(req)
     if _reusable_erase(plan, force):
-        return open_checkpoint(step.out).payload_sha256
-    return run_erase(req, plan=plan).payload_sha256
+        return open_checkpoint(step.out).payload_sha256, plan.key()
+    return run_erase(req, plan=plan).payload_sha256, plan.key()
 
 
 def _basis(study, step: Step, force: bool) -> None:
@@ -196,12 +196,13 @@ def write_json(path: str, obj: dict) -> None:
 def run_study(study, out_dir: str, force: bool = False, only_step: int | None = None,
               progress=None, argv=None) -> dict:
     """Run (or resume) every step; returns the results object also written to results.json."""
-    from cu_cli.ckpt.lineage import cu_version, peak_memory_mb
+    from cu_cli.ckpt.lineage import cu_version, peak_memory_mb, source_commit
 
     steps = expand(study, out_dir)
     if only_step is not None and not 1 <= only_step <= len(steps):
         raise UsageError(f"--only-step must be 1..{len(steps)}")
-    results = {"cu_version": cu_version(), "study": study.to_dict(), "steps": []}
+    results = {"cu_version": cu_version(), "cu_commit": source_commit(),
+               "study": study.to_dict(), "steps": []}
     prev_state = None
     for step in steps:
         if only_step is not None and step.k > only_step:
@@ -210,10 +211,11 @@ def run_study(study, out_dir: str, force: bool = False, only_step: int | None = 
         if progress:
             progress("step", step.k, len(steps), step.label)
         os.makedirs(os.path.dirname(step.out), exist_ok=True)
-        payload = _erase(study, step, force, argv)
+        payload, plan_key = _erase(study, step, force, argv)
         if step.merge_inputs:
             payload = _merge(study, step, force, argv)
-        row = {"k": step.k, "concept": step.label, "path": step.state, "payload_sha256": payload}
+        row = {"k": step.k, "concept": step.label, "path": step.state, "payload_sha256": payload,
+               "plan_key": plan_key}
         if eval_due(study.eval, step.k, len(steps)):
             m = _evaluate(study, step, payload, out_dir)
             row.update({"ua": m["ua"], "ra_i": m["ra_i"], "ra_c": m["ra_c"],

@@ -80,6 +80,8 @@ def test_resume_reuses_and_mismatch_names_the_field(runner, tmp_path, tiny_sd1, 
     out = tmp_path / "out"
     assert run(runner, study, out).exit_code == 0
     first = hashes(out / "results.json")
+    timing = [(s["seconds"], s["erase_seconds"], s["eval_seconds"])
+              for s in json.load(open(out / "results.json"))["steps"]]
     import cu_cli.erase.run as R
 
     calls = []
@@ -88,6 +90,10 @@ def test_resume_reuses_and_mismatch_names_the_field(runner, tmp_path, tiny_sd1, 
     r = run(runner, study, out)
     assert r.exit_code == 0, r.output
     assert calls == [] and hashes(out / "results.json") == first  # all reused
+    again = json.load(open(out / "results.json"))["steps"]
+    # a resumed run reports what each step cost when computed, not the time of the reuse
+    assert [(s["erase_seconds"], s["eval_seconds"]) for s in again] == [t[1:] for t in timing]
+    assert all(abs(s["seconds"] - t[0]) < 1.0 for s, t in zip(again, timing))
     changed = study
     text = open(changed).read().replace("steps: 2,", "steps: 2, lr: 0.001,")
     open(changed, "w").write(text)

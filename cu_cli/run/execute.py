@@ -89,6 +89,15 @@ def _erase(study, step: Step, force: bool, argv) -> tuple[str, str]:
     return run_erase(req, plan=plan).payload_sha256, plan.key()
 
 
+def _erase_seconds(path: str) -> float | None:
+    """The erase's wall time as its lineage recorded it (None for files without it)."""
+    from cu_cli.ckpt.checkpoint import open_checkpoint
+    from cu_cli.ckpt.lineage import step_measured
+
+    sec = step_measured(open_checkpoint(path).json("cu.lineage", [{}])[-1]).get("wall_seconds")
+    return None if sec is None else round(float(sec), 2)
+
+
 def _basis(study, step: Step, force: bool) -> None:
     from cu_cli.basis.run import BasisRequest, run_basis
     from cu_cli.ckpt.checkpoint import open_checkpoint
@@ -152,8 +161,9 @@ def eval_settings(study) -> dict:
             "cra_scope": e.get("cra_scope", "all"), "device": study.device}
 
 
-def _evaluate(study, step: Step, payload: str, out_dir: str) -> dict:
-    """The protocol's metrics of state k (cached under DIR/evals/ by payload + settings)."""
+def _evaluate(study, step: Step, payload: str, out_dir: str) -> tuple[dict, float | None]:
+    """(metrics, seconds the evaluation took) of state k (cached under DIR/evals/ by payload +
+    settings, with its time, so a resumed run reports what the step cost, not the reuse)."""
     from cu_cli.evaluate.run import EvalRequest, run_eval
 
     settings = eval_settings(study)
@@ -164,7 +174,8 @@ def _evaluate(study, step: Step, payload: str, out_dir: str) -> dict:
         with open(path) as f:
             cached = json.load(f)
         if cached.get("key") == key:
-            return cached["metrics"]
+            return cached["metrics"], cached.get("seconds")
+    t0 = time.time()
     res = run_eval(EvalRequest(
         states=[step.state], base=study.base,
         base_config=study.base_config, protocol=settings["protocol"], seeds=settings["seeds"],
@@ -172,8 +183,9 @@ def _evaluate(study, step: Step, payload: str, out_dir: str) -> dict:
         cra_scope=settings["cra_scope"], device=study.device))
     metrics = res.states[0]["metrics"]
     metrics["protocol"] = res.protocol
-    write_json(path, {"key": key, "metrics": metrics})
-    return metrics
+    seconds = round(time.time() - t0, 2)
+    write_json(path, {"key": key, "metrics": metrics, "seconds": seconds})
+    return metrics, seconds
 
 
 def _drift(study, step: Step, prev_state: str | None) -> dict:
@@ -212,16 +224,23 @@ def run_study(study, out_dir: str, force: bool = False, only_step: int | None = 
             progress("step", step.k, len(steps), step.label)
         os.makedirs(os.path.dirname(step.out), exist_ok=True)
         payload, plan_key = _erase(study, step, force, argv)
+        t1 = time.time()
         if step.merge_inputs:
             payload = _merge(study, step, force, argv)
         row = {"k": step.k, "concept": step.label, "path": step.state, "payload_sha256": payload,
-               "plan_key": plan_key}
+               "plan_key": plan_key, "erase_seconds": _erase_seconds(step.out)}
+        rest = time.time() - t1  # merge and drift: timed here (cheap; not cached)
         if eval_due(study.eval, step.k, len(steps)):
-            m = _evaluate(study, step, payload, out_dir)
+            m, row["eval_seconds"] = _evaluate(study, step, payload, out_dir)
             row.update({"ua": m["ua"], "ra_i": m["ra_i"], "ra_c": m["ra_c"],
                         "per_concept": m["per_concept"], "protocol": m.get("protocol")})
+        t2 = time.time()
         row.update(_drift(study, step, prev_state if study.setting == "sequential" else None))
-        row["seconds"] = round(time.time() - t0, 2)
+        rest += time.time() - t2
+        parts = [row["erase_seconds"], row.get("eval_seconds", 0.0)]
+        # what the step cost when it was computed (a resumed run reuses the recorded times)
+        row["seconds"] = (round(sum(parts) + rest, 2) if None not in parts
+                          else round(time.time() - t0, 2))
         row["peak_rss_mb"] = peak_memory_mb()
         results["steps"].append(row)
         write_json(os.path.join(out_dir, "results.json"), results)

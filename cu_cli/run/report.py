@@ -12,8 +12,8 @@ import os
 
 from cu_cli._util.fs import atomic_path
 
-COLUMNS = ["k", "concept", "ua", "ra_i", "ra_c", "l2", "l2_vs_parent", "seconds", "peak_rss_mb",
-           "payload_sha256", "path"]
+COLUMNS = ["k", "concept", "ua", "ra_i", "ra_c", "l2", "l2_vs_parent", "seconds", "erase_seconds",
+           "eval_seconds", "peak_rss_mb", "payload_sha256", "plan_key", "path"]
 
 
 def _write_text(path: str, text: str) -> None:

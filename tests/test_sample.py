@@ -60,7 +60,7 @@ def test_grid_layout_and_determinism(runner, mc_state, tmp_path):
     assert r.stdout == f"{tmp_path / 'g.png'}\n"
     a = np.asarray(Image.open(tmp_path / "g.png"))
     # 2 rows (base, state) x 4 columns (2 prompts x 2 seeds) of 128 px cells
-    assert a.shape[0] == 30 + 2 * (128 + 4) + 4 and a.shape[1] == 170 + 4 * (128 + 4) + 4
+    assert a.shape[0] == 42 + 2 * (128 + 4) + 4 and a.shape[1] == 170 + 4 * (128 + 4) + 4
     r = runner.invoke(app, [*args, "-o", str(tmp_path / "g2.png")])
     assert np.array_equal(a, np.asarray(Image.open(tmp_path / "g2.png")))
     r = runner.invoke(app, [*args, "-o", str(tmp_path / "g.png")])

@@ -9,17 +9,21 @@ from cu_cli._util.fs import atomic_path
 
 def save_grid(rows: list[tuple[str, list[np.ndarray]]], col_labels: list[str], out: str,
               cell: int = 128) -> None:
-    """Rows of uint8 HxWx3 images, a label column on the left and a header row (PNG)."""
+    """Rows of uint8 HxWx3 images, a label column on the left and a header row (PNG); a column
+    label's last ``\n``-separated line (the seed) is always shown."""
     from PIL import Image, ImageDraw
 
-    label_w, head_h, pad = 170, 30, 4
+    label_w, head_h, pad = 170, 42, 4
     ncol = max(len(imgs) for _, imgs in rows)
     sheet = Image.new("RGB", (label_w + ncol * (cell + pad) + pad,
                               head_h + len(rows) * (cell + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     for j, lab in enumerate(col_labels):
         x = label_w + pad + j * (cell + pad)
-        for i, line in enumerate(_wrap(lab, max(8, cell // 6))[:2]):
+        *text, last = lab.split("\n")
+        lines = _wrap(" ".join(text), max(8, cell // 6))[:2] + [last] if text else \
+            _wrap(last, max(8, cell // 6))[:3]
+        for i, line in enumerate(lines):
             draw.text((x, 2 + 12 * i), line, fill="black")
     for i, (lab, imgs) in enumerate(rows):
         y = head_h + pad + i * (cell + pad)

@@ -144,7 +144,7 @@ def run_sample(req: SampleRequest) -> SampleResult:
                     "Software": "cu sample"})
                 paths.append(os.path.abspath(path))
     if req.out:
-        cols = [f"{p} | seed {s}" for p in req.prompts for s in seeds]
+        cols = [f"{p}\nseed {s}" for p in req.prompts for s in seeds]
         save_grid([(f"{lab}" + (f" (erased: {', '.join(r['erased'])})" if r["erased"] else ""),
                     imgs) for lab, r, imgs in zip(labels, rows, images)], cols, req.out)
         paths.insert(0, os.path.abspath(req.out))

@@ -104,6 +104,21 @@ def test_diffusers_export_reloads_bit_exact(runner, states, tmp_path, family):
         assert open(out / rel).read() == open(os.path.join(folder, rel)).read()
 
 
+def test_diffusers_export_sdxl_bit_exact(runner, tiny_sdxl, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    base = resolve_base(tiny_sdxl)
+    te2 = "text_encoder_2.text_model.encoder.layers.1.mlp.fc1.weight"
+    state = make_ckpt(tmp_path / "xl.safetensors", base,
+                      _deltas(base, kv_keys(base)[:4] + [CONV, TEXT, te2, VAE_ATTN]), ["cat"])
+    out = tmp_path / "xl-export"
+    r = runner.invoke(app, ["export", "diffusers", state, "--base", tiny_sdxl, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(out), local_files_only=True)
+    _assert_bit_exact(pipe, _expected(tiny_sdxl, state),
+                      comps=("unet", "vae", "text_encoder", "text_encoder_2"))
+
+
 def test_diffusers_export_minicanvas_bit_exact(runner, tmp_path):
     base = resolve_base("minicanvas")
     state = make_ckpt(tmp_path / "mc.safetensors", base, _deltas(base, kv_keys(base)), ["x"])

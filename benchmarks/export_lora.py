@@ -2,6 +2,8 @@
 
     python benchmarks/export_lora.py STATE [--ranks 1,2,4,8,full] [--dir OUT] [--base B]
 
+A token ``eX`` in ``--ranks`` (e.g. ``e0.95``) exports with ``--energy X`` instead of a rank.
+
 For each rank the state is exported with ``cu export lora --style peft`` (the same API), the file
 is read back and fused exactly as ``fuse_lora`` does (W_base + (α/r)·B·A, α = r;
 ``cu_cli.export.lora.lora_to_tensors``), the fused weights are written as a cu state
@@ -49,8 +51,10 @@ def main() -> None:
             if os.path.exists(p):
                 os.remove(p)
         t0 = time.time()
-        res = run_export(ExportRequest("lora", args.state, lora, base=args.base, rank=r,
-                                       style="peft"))
+        by_energy = r.startswith("e")
+        res = run_export(ExportRequest("lora", args.state, lora, base=args.base,
+                                       rank=None if by_energy else r,
+                                       energy=float(r[1:]) if by_energy else None, style="peft"))
         secs = time.time() - t0
         tensors = lora_to_tensors(lora, base)
         step = make_step("lora-reconstruct", concepts=[], method="peft-fuse",
@@ -60,7 +64,8 @@ def main() -> None:
         rows.append({"rank": r, "file_bytes": os.path.getsize(lora), "path": fused,
                      "worst_rel_error": res.report["worst"]["rel_error"],
                      "min_energy": res.report["min_energy"], "export_seconds": round(secs, 2),
-                     "params": res.report["params"]})
+                     "params": res.report["params"],
+                     "ranks": sorted({x["rank"] for x in res.report["per_tensor"]})})
     t0 = time.time()
     ev = run_eval(EvalRequest(states=[r["path"] for r in rows], base=args.base,
                               erased=parent.json("cu.erased", []), include_base=True))
@@ -69,11 +74,13 @@ def main() -> None:
     base_m = ev.states[0]["metrics"]
     print(f"protocol {ev.protocol}, {ev.settings['steps']} steps, CFG {ev.settings['guidance']}, "
           f"{len(ev.settings['seeds'])} seeds; eval {time.time() - t0:.0f} s")
-    print("| rank | UA | RA-I | RA-C | worst rel. error | min energy | file size |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| base | {base_m['ua']} | {base_m['ra_i']} | {base_m['ra_c']} | | | |")
+    print("| rank | ranks used | UA | RA-I | RA-C | worst rel. error | min energy | file size |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| base | | {base_m['ua']} | {base_m['ra_i']} | {base_m['ra_c']} | | | |")
     for row in rows:
-        print(f"| {row['rank']} | {row['ua']} | {row['ra_i']} | {row['ra_c']} | "
+        rk = row.get("ranks") or []
+        used = "" if not rk else str(rk[0]) if len(rk) == 1 else f"{rk[0]}–{rk[-1]}"
+        print(f"| {row['rank']} | {used} | {row['ua']} | {row['ra_i']} | {row['ra_c']} | "
               f"{row['worst_rel_error']:.3g} | {row['min_energy']:.4f} | "
               f"{row['file_bytes'] / 1024:.1f} KiB |")
     with open(os.path.join(args.dir, "results.json"), "w") as f:

@@ -133,6 +133,23 @@ def test_diffusers_export_minicanvas_bit_exact(runner, tmp_path):
     assert a != b
 
 
+def test_diffusers_export_from_a_single_file_base(runner, states, tmp_path):
+    """--base F --base-config DIR: loaded with from_single_file, saved with save_pretrained."""
+    from safetensors.torch import save_file
+
+    from cu_cli.export.single_file import compvis_state
+
+    folder, state, _ = states["sd1"]
+    sd, _ = compvis_state(resolve_base(folder), {})
+    save_file(sd, str(tmp_path / "base.safetensors"))
+    out = tmp_path / "from-single"
+    r = runner.invoke(app, ["export", "diffusers", state, "--base", str(tmp_path / "base.safetensors"),
+                            "--base-config", folder, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "cu.json").exists()
+    _assert_bit_exact(_pipe(str(out)), _expected(folder, state))
+
+
 def test_diffusers_export_refuses_existing_and_foreign_folders(runner, states, tmp_path):
     folder, state, _ = states["sd1"]
     out = tmp_path / "e"
@@ -176,6 +193,22 @@ def test_single_file_reloads_bit_exact(runner, states, tmp_path, family):
     pipe = StableDiffusionPipeline.from_single_file(str(out), config=folder, local_files_only=True,
                                                     safety_checker=None)
     _assert_bit_exact(pipe, _expected(folder, state))
+
+
+def test_single_file_minicanvas_reloads_bit_exact(runner, tmp_path):
+    """MiniCanvas: 3 blocks, one layer per block, attention-less first up block (the generalised
+    CompVis table, not SD1's hard-coded 4 × 2)."""
+    from diffusers import StableDiffusionPipeline
+
+    base = resolve_base("minicanvas")
+    state = make_ckpt(tmp_path / "mc.safetensors", base,
+                      _deltas(base, kv_keys(base) + [CONV, TEXT, VAE_ATTN]), ["x"])
+    out = tmp_path / "mc-sd.safetensors"
+    r = runner.invoke(app, ["export", "single-file", state, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    pipe = StableDiffusionPipeline.from_single_file(str(out), config=base.path,
+                                                    local_files_only=True, safety_checker=None)
+    _assert_bit_exact(pipe, _expected(base.path, state))
 
 
 def test_single_file_refuses_sdxl(runner, tiny_sdxl, tmp_path):

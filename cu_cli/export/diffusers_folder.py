@@ -10,6 +10,9 @@ they would load the un-erased weights. A ``cu.json`` sidecar beside ``model_inde
 state's ``cu.*`` header, ModelSpec fields and the payload hash of each rewritten component file.
 The whole folder is written under a temporary name and renamed into place.
 
+A single-file base (``--base F --base-config DIR``) is loaded with ``from_single_file``, the state
+applied strictly and the pipeline written with ``save_pretrained`` (models/export.py).
+
 Loads with ``StableDiffusionPipeline.from_pretrained(DIR, local_files_only=True)``
 (``StableDiffusionXLPipeline`` for SDXL bases).
 """
@@ -21,7 +24,6 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from cu_cli._util.errors import IncompatibleError
 from cu_cli._util.fs import atomic_dir, check_output_dir
 from cu_cli.ckpt.keys import canonical_key, split_key
 from cu_cli.export.common import Source, metadata
@@ -62,14 +64,12 @@ def export_diffusers(src: Source, out: str, force: bool = False, inputs=()) -> E
     from safetensors import safe_open
     from safetensors.torch import save
 
-    from cu_cli.ckpt.format import JSON_KEYS, encode_metadata, payload_sha256, read_header
+    from cu_cli.ckpt.format import encode_metadata, payload_sha256, read_header
 
     base = src.base
-    if base.single_file or not base.files:
-        raise IncompatibleError(f"cu export diffusers needs a diffusers-folder base; {base.id} is "
-                                "a single file", hint="convert the base to a folder first "
-                                "(diffusers from_single_file + save_pretrained) and pass --base")
-    out = check_output_dir(out, force, [*inputs, src.header.path, base.path])
+    out = check_output_dir(out, force, [*inputs, src.header.path, base.path, base.single_file])
+    if base.single_file:
+        return _export_from_single_file(src, out)
     changed = sorted(src.components())
     by_comp: dict[str, dict] = {}
     for k, v in src.tensors.items():
@@ -116,23 +116,41 @@ def export_diffusers(src: Source, out: str, force: bool = False, inputs=()) -> E
             with open(dst, "wb") as fh:
                 fh.write(save(tensors, metadata=encode_metadata(file_meta)))
             hashes[comp] = payload_sha256(dst)
-        meta = metadata(src, "diffusers")
-        sidecar = {
-            "cu": {k: (json.loads(v) if k in JSON_KEYS else v) for k, v in meta.items()
-                   if k.startswith("cu.")},
-            "modelspec": {k.split(".", 1)[1]: v for k, v in meta.items()
-                          if k.startswith("modelspec.")},
-            "components": {c: {"file": f"{c}/{os.path.basename(base.files[c])}",
-                                "payload_sha256": h} for c, h in hashes.items()},
-            "state": {"path": os.path.abspath(src.header.path),
-                      "payload_sha256": src.header.payload_sha256},
-        }
-        with open(os.path.join(tmp, "cu.json"), "w") as fh:
-            json.dump(sidecar, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.write("\n")
+        _write_sidecar(src, tmp, {c: {"file": f"{c}/{os.path.basename(base.files[c])}",
+                                      "payload_sha256": h} for c, h in hashes.items()})
     return ExportResult(path=out, format="diffusers", components=changed,
                         tensors=len(src.tensors), warnings=warnings,
                         report={"component_hashes": hashes})
+
+
+def _export_from_single_file(src: Source, out: str) -> ExportResult:
+    """A single-file base: load it with its config folder, apply the state, ``save_pretrained``."""
+    from cu_cli.models.export import save_pretrained_with_state
+
+    with atomic_dir(out) as tmp:
+        save_pretrained_with_state(src.base, src.tensors, tmp)
+        _write_sidecar(src, tmp, {})
+    return ExportResult(path=out, format="diffusers", components=sorted(src.components()),
+                        tensors=len(src.tensors), warnings=list(src.warnings),
+                        report={"component_hashes": {}})
+
+
+def _write_sidecar(src: Source, folder: str, hashes: dict) -> None:
+    from cu_cli.ckpt.format import JSON_KEYS
+
+    meta = metadata(src, "diffusers")
+    sidecar = {
+        "cu": {k: (json.loads(v) if k in JSON_KEYS else v) for k, v in meta.items()
+               if k.startswith("cu.")},
+        "modelspec": {k.split(".", 1)[1]: v for k, v in meta.items()
+                      if k.startswith("modelspec.")},
+        "components": hashes,
+        "state": {"path": os.path.abspath(src.header.path),
+                  "payload_sha256": src.header.payload_sha256},
+    }
+    with open(os.path.join(folder, "cu.json"), "w") as fh:
+        json.dump(sidecar, fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
 
 
 def _is_weights(name: str) -> bool:

@@ -23,7 +23,7 @@ export_app = typer.Typer(
          "lineage (folders: cu.json).\n\n" + EXIT_CODES_HELP)
 
 
-def _run(req, json_out: bool, quiet: bool):
+def _run(req, quiet: bool):
     from cu_cli.export.run import run_export
 
     result = run_export(req)
@@ -60,7 +60,7 @@ def export_diffusers_command(
     check_output_dir(out, force, [state, base, base_config])
     req = ExportRequest("diffusers", state, out, base=base, base_config=base_config, force=force,
                         allow_base_mismatch=allow_base_mismatch)
-    _finish(_run(req, json_out, quiet), json_out)
+    _finish(_run(req, quiet), json_out)
 
 
 export_diffusers_command.__doc__ = (
@@ -88,7 +88,7 @@ def export_single_file_command(
     check_outputs({"-o/--out": out}, force, inputs=[state, base, base_config])
     req = ExportRequest("single-file", state, out, base=base, base_config=base_config,
                         force=force, allow_base_mismatch=allow_base_mismatch)
-    _finish(_run(req, json_out, quiet), json_out)
+    _finish(_run(req, quiet), json_out)
 
 
 export_single_file_command.__doc__ = (
@@ -132,7 +132,7 @@ def export_lora_command(
     req = ExportRequest("lora", state, out, base=base, base_config=base_config, force=force,
                         allow_base_mismatch=allow_base_mismatch, style=style, rank=rank,
                         energy=energy)
-    result = _run(req, json_out, quiet)
+    result = _run(req, quiet)
     rep = result.report
     if not quiet and not json_out:
         print_table_err(["tensor", "rank", "of", "energy", "rel. error"],
@@ -144,9 +144,9 @@ def export_lora_command(
         warn_line = (f"worst reconstruction error {w['rel_error']:.3g} (relative Frobenius, "
                      f"{w['key']}); max |ΔW − BA| {w['max_abs_error']:.3g}; lowest retained "
                      f"energy {rep['min_energy']:.4f}")
-        from cu_cli.cli.output import err_console
+        import sys
 
-        err_console().print(warn_line, markup=False, highlight=False)
+        sys.stderr.write(warn_line + "\n")
     _finish(result, json_out)
 
 

@@ -168,6 +168,91 @@ def atomic_path(path: str):
             os.close(fd)
 
 
+def check_output_dir(out: str, force: bool, inputs: list[str] | tuple[str, ...] = (),
+                     flag: str = "-o/--out") -> str:
+    """Validate an output *folder* (``cu export diffusers``) before any work; returns it absolute.
+
+    Refused: empty, a symbolic link, an input (or a folder holding one, or inside one), an
+    existing file, an existing folder unless ``--force`` (and even then only one cu wrote: it
+    holds ``cu.json``), a missing or unwritable parent.
+    """
+    if out is None or not str(out).strip():
+        raise UsageError(f"{flag} is empty; give a folder path")
+    out = str(out).rstrip("/") or "/"
+    out_abs = os.path.abspath(out)
+    if os.path.islink(out):
+        raise UsageError(f"{flag} {out} is a symbolic link; cu does not replace or write through "
+                         "links: give the real path")
+    real = os.path.realpath(out_abs)
+    for inp in inputs:
+        if not inp:
+            continue
+        ri = os.path.realpath(inp)
+        if ri == real or ri.startswith(real + os.sep) or real.startswith(ri + os.sep):
+            raise UsageError(f"{flag} {out} is, holds or lies inside the input {inp}; choose "
+                             "another folder")
+    if os.path.lexists(out_abs):
+        if not os.path.isdir(out_abs):
+            raise UsageError(f"{flag} {out} exists and is not a folder")
+        if not force:
+            raise UsageError(f"{flag} {out} exists; pass --force to replace it")
+        if not os.path.exists(os.path.join(out_abs, "cu.json")):
+            raise UsageError(f"{flag} {out} exists and was not written by cu export (no cu.json); "
+                             "cu replaces only its own folders, even with --force")
+    parent = os.path.dirname(out_abs) or "."
+    if not os.path.isdir(parent):
+        raise CuError(f"output folder {parent} does not exist (for {flag} {out})")
+    probe = temp_path(out_abs)
+    try:
+        os.mkdir(probe)
+        os.rmdir(probe)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise CuError(f"cannot write {flag} {out}: {e.strerror or e} ({parent})")
+    return out_abs
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str):
+    """Yield a temporary folder beside ``path``; on success rename it onto ``path`` (an existing
+    ``path``, allowed by :func:`check_output_dir` with ``--force``, is moved aside first and
+    removed after the rename). The temporary folder is removed on every failure path."""
+    import shutil
+
+    for tmp_old, pid in stale_temps(path):
+        if os.path.isdir(tmp_old):
+            shutil.rmtree(tmp_old, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(tmp_old)
+        log.warning("removed stale temporary %s left by an interrupted cu run (pid %d, no longer "
+                    "running)", tmp_old, pid)
+    tmp = temp_path(path)
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.mkdir(tmp)
+        yield tmp
+        for root, _dirs, files in os.walk(tmp):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    os.fsync(f.fileno())
+        old = None
+        if os.path.isdir(path):
+            old = temp_path(path, pid=os.getpid()) + "-old"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _os_error(e, path, "writing") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def atomic_write_bytes(path: str, chunks) -> None:
     """Write an iterable of byte strings to ``path`` atomically."""
     with atomic_path(path) as tmp:

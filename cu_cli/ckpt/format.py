@@ -28,7 +28,7 @@ KNOWN_KEYS = {
     "cu.payload_sha256", "cu.header_sha256", "cu.parents", "cu.lineage", "cu.erased",
     "cu.tensors", "cu.dtype", "cu.created_by", "cu.basis.prompts", "cu.basis.concepts",
     "cu.basis.dedup_cos", "cu.basis.extraction", "cu.basis.similarities", "cu.basis.target",
-    "cu.basis.params",
+    "cu.basis.params", "cu.export.format", "cu.export.source",
 }
 JSON_KEYS = ("cu.parents", "cu.lineage", "cu.erased", "cu.basis.prompts", "cu.basis.concepts",
              "cu.basis.similarities", "cu.basis.params")
@@ -305,15 +305,18 @@ def encode_metadata(meta: dict) -> dict[str, str]:
     return out
 
 
-def write_safetensors(path: str, tensors: dict, metadata: dict) -> str:
+def write_safetensors(path: str, tensors: dict, metadata: dict, derived=None) -> str:
     """Write tensors + metadata atomically, adding ``cu.payload_sha256`` and ``cu.header_sha256``
-    (NaN/inf tensors are refused, exit 1); returns the payload hash."""
+    (NaN/inf tensors are refused, exit 1); returns the payload hash. ``derived(payload)`` may
+    return more metadata computed from the payload hash (an export's ``modelspec.hash_sha256``)."""
     meta = encode_metadata({"format": "pt", **metadata})
     meta.pop(HEADER_HASH_KEY, None)
     header_json, data = _serialize(tensors, meta, path)
     payload = "sha256:" + hashlib.sha256(data).hexdigest()
     header = json.loads(header_json)
     final = {**header.get("__metadata__", {}), "cu.payload_sha256": payload}
+    if derived is not None:
+        final.update(encode_metadata(derived(payload)))
     final[HEADER_HASH_KEY] = header_sha256(final)
     header["__metadata__"] = final
     raw = json.dumps(header, separators=(",", ":")).encode()

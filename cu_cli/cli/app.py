@@ -12,9 +12,11 @@ from cu_cli.cli.basis_cmd import basis_command
 from cu_cli.cli.drift_cmd import drift_command
 from cu_cli.cli.erase_cmd import erase_command
 from cu_cli.cli.eval_cmd import eval_command
+from cu_cli.cli.export_cmd import export_app
 from cu_cli.cli.inspect_cmd import inspect_command
 from cu_cli.cli.merge_cmd import merge_command
 from cu_cli.cli.run_cmd import run_command
+from cu_cli.cli.sample_cmd import sample_command
 
 app = typer.Typer(
     name="cu",
@@ -32,6 +34,8 @@ app.command("drift")(drift_command)
 app.command("merge")(merge_command)
 app.command("project-basis")(basis_command)
 app.command("run")(run_command)
+app.command("sample")(sample_command)
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

@@ -198,16 +198,23 @@ def read_lines(path: str, concepts: bool = True) -> list[str]:
 MAX_LINES_FILE = 4 << 20
 
 
-def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:
+def print_table(headers: list[str], rows: list[list], title: str | None = None,
+                stream=None) -> None:
     """A plain aligned text table on stdout (pipe-friendly; no box drawing)."""
+    stream = stream or sys.stdout
     cells = [[_fmt(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     if title:
-        sys.stdout.write(title + "\n")
-    sys.stdout.write("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
+        stream.write(title + "\n")
+    stream.write("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip() + "\n")
     for r in cells:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
-    sys.stdout.flush()
+        stream.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+    stream.flush()
+
+
+def print_table_err(headers: list[str], rows: list[list], title: str | None = None) -> None:
+    """The same table on stderr (diagnostics of a command whose stdout is the written path)."""
+    print_table(headers, rows, title, stream=sys.stderr)
 
 
 def _fmt(v) -> str:

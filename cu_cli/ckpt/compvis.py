@@ -1,0 +1,149 @@
+"""diffusers → original CompVis (LDM) key names for single-file exports (conventions §2 "Exports").
+
+The tables follow diffusers' ``scripts/convert_diffusers_to_original_stable_diffusion.py`` ("buyer
+beware"), generalised from SD1's hard-coded 4 blocks × 2 layers to any UNet/VAE config with the
+SD topology (``layers_per_block``, ``block_out_channels``, which blocks have cross-attention), so
+the built-in MiniCanvas and the tiny test pipelines convert too. The inverse is diffusers'
+``from_single_file`` (``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint``,
+``convert_ldm_clip_checkpoint``); tests reload an export with it and compare bit for bit.
+
+Layout written:
+
+| component | CompVis prefix | notes |
+|---|---|---|
+| unet | ``model.diffusion_model.`` | ``input_blocks`` / ``middle_block`` / ``output_blocks`` |
+| vae | ``first_stage_model.`` | encoder/decoder ``down``/``up`` (decoder ``up`` reversed); mid-block attention q/k/v/proj_out as 1×1 convolutions |
+| text_encoder | ``cond_stage_model.transformer.`` | HF CLIP names, always with ``text_model.`` (the transformers ≥ 5.6 flattening is undone) |
+
+SD2's original checkpoints hold an OpenCLIP text encoder (``cond_stage_model.model.*``); cu writes
+the HF CLIP layout for every family, which diffusers reads; A1111/ComfyUI expect OpenCLIP for SD2.
+SDXL (``conditioner.embedders.*``) is not implemented.
+"""
+
+from __future__ import annotations
+
+from cu_cli._util.errors import IncompatibleError
+from cu_cli.ckpt.keys import canonical_text_key
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model.transformer."
+
+_UNET_TOP = {
+    "time_embedding.linear_1.": "time_embed.0.",
+    "time_embedding.linear_2.": "time_embed.2.",
+    "conv_in.": "input_blocks.0.0.",
+    "conv_norm_out.": "out.0.",
+    "conv_out.": "out.2.",
+}
+_UNET_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+                ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"),
+                ("conv_shortcut", "skip_connection"))
+_VAE_ATTN = (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
+             ("to_out.0.", "proj_out."), ("query.", "q."), ("key.", "k."), ("value.", "v."),
+             ("proj_attn.", "proj_out."))
+
+
+def _layers(config: dict, what: str) -> int:
+    lpb = config.get("layers_per_block", 2)
+    if isinstance(lpb, (list, tuple)):
+        if len(set(lpb)) != 1:
+            raise IncompatibleError(f"single-file export: {what} with per-block layers_per_block "
+                                    f"{list(lpb)} has no CompVis layout")
+        lpb = lpb[0]
+    return int(lpb)
+
+
+def unet_prefixes(config: dict) -> list[tuple[str, str]]:
+    """(diffusers prefix, CompVis prefix) for every UNet block of ``config`` (unet/config.json)."""
+    n = len(config["block_out_channels"])
+    L = _layers(config, "a UNet")
+    down_attn = [t.startswith("CrossAttn") for t in config["down_block_types"]]
+    up_attn = [t.startswith("CrossAttn") for t in config["up_block_types"]]
+    out: list[tuple[str, str]] = []
+    for i in range(n):
+        for j in range(L):
+            k = (L + 1) * i + j + 1
+            out.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{k}.0."))
+            if down_attn[i]:
+                out.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{k}.1."))
+        if i < n - 1:
+            out.append((f"down_blocks.{i}.downsamplers.0.conv.",
+                        f"input_blocks.{(L + 1) * (i + 1)}.0.op."))
+        for j in range(L + 1):
+            k = (L + 1) * i + j
+            out.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{k}.0."))
+            if up_attn[i]:
+                out.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{k}.1."))
+        if i < n - 1:
+            out.append((f"up_blocks.{i}.upsamplers.0.",
+                        f"output_blocks.{(L + 1) * i + L}.{2 if up_attn[i] else 1}."))
+    out.append(("mid_block.attentions.0.", "middle_block.1."))
+    out += [(f"mid_block.resnets.{j}.", f"middle_block.{2 * j}.") for j in range(2)]
+    return out
+
+
+def unet_key(name: str, prefixes: list[tuple[str, str]]) -> str:
+    """A diffusers UNet key (module-relative) → its CompVis key (with ``model.diffusion_model.``)."""
+    for hf, sd in _UNET_TOP.items():
+        if name.startswith(hf):
+            return UNET_PREFIX + sd + name[len(hf):]
+    for hf, sd in prefixes:
+        if name.startswith(hf):
+            rest = name[len(hf):]
+            if ".resnets." in hf:
+                for hf_part, sd_part in _UNET_RESNET:
+                    if rest.startswith(hf_part + "."):
+                        rest = sd_part + rest[len(hf_part):]
+                        break
+            return UNET_PREFIX + sd + rest
+    raise IncompatibleError(f"single-file export: no CompVis name for UNet tensor {name!r} "
+                            "(not an SD1/SD2-topology UNet)")
+
+
+def vae_prefixes(config: dict) -> list[tuple[str, str]]:
+    n = len(config["block_out_channels"])
+    L = _layers(config, "a VAE")
+    out: list[tuple[str, str]] = []
+    for i in range(n):
+        for j in range(L):
+            out.append((f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}."))
+        if i < n - 1:
+            out.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))
+            out.append((f"decoder.up_blocks.{i}.upsamplers.0.",
+                        f"decoder.up.{n - 1 - i}.upsample."))
+        for j in range(L + 1):
+            out.append((f"decoder.up_blocks.{i}.resnets.{j}.",
+                        f"decoder.up.{n - 1 - i}.block.{j}."))
+    for part in ("encoder", "decoder"):
+        out += [(f"{part}.mid_block.resnets.{k}.", f"{part}.mid.block_{k + 1}.") for k in range(2)]
+        out.append((f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1."))
+        out.append((f"{part}.conv_norm_out.", f"{part}.norm_out."))
+    return out
+
+
+def vae_key(name: str, prefixes: list[tuple[str, str]]) -> tuple[str, bool]:
+    """A diffusers VAE key → (CompVis key with ``first_stage_model.``, reshape-to-1×1-conv?)."""
+    for hf, sd in prefixes:
+        if name.startswith(hf):
+            rest = name[len(hf):]
+            if hf.endswith("attentions.0."):
+                for hf_part, sd_part in _VAE_ATTN:
+                    if rest.startswith(hf_part):
+                        rest = sd_part + rest[len(hf_part):]
+                        break
+                conv = rest.endswith(".weight") and rest.split(".")[0] in ("q", "k", "v",
+                                                                            "proj_out")
+                return VAE_PREFIX + sd + rest, conv
+            rest = rest.replace("conv_shortcut.", "nin_shortcut.")
+            return VAE_PREFIX + sd + rest, False
+    if name.split(".")[0] in ("quant_conv", "post_quant_conv") or \
+            name.startswith(("encoder.conv_in.", "encoder.conv_out.", "decoder.conv_in.",
+                             "decoder.conv_out.")):
+        return VAE_PREFIX + name, False
+    raise IncompatibleError(f"single-file export: no CompVis name for VAE tensor {name!r}")
+
+
+def text_key(name: str) -> str:
+    """A CLIP text-encoder key (either spelling) → ``cond_stage_model.transformer.text_model.…``."""
+    return TEXT_PREFIX + canonical_text_key(name)

@@ -45,7 +45,8 @@ def score(ctx) -> dict[str, torch.Tensor]:
     u = ctx.cond([""])
     for p in ctx.trainable.values():
         p.grad = None
-    for tgt, anc in pairs:
+    for n_done, (tgt, anc) in enumerate(pairs):
+        ctx.progress("SelFT scoring", n_done, len(pairs))
         c_t, c_a = ctx.cond([tgt]), ctx.cond([anc])
         if cfg.selft_scoring == "trajectory":
             x = ctx.randn((1,) + ctx.pipe.latent_shape) * sch.init_noise_sigma

@@ -88,8 +88,6 @@ def test_bf16_erase_keeps_the_trained_group_fp32_and_records_the_dtype(runner, t
 
 
 def test_dtype_is_in_the_cache_keys(runner, tiny_sd1, monkeypatch, tmp_path):
-    from tests.test_eval import fake_classifier as _fc  # noqa: F401
-
     from cu_cli.models import classifiers as C
 
     def factory(arg, domain, classes):

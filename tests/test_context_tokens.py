@@ -79,6 +79,7 @@ def test_conabl_eta_target_is_anchor_minus_eta_times_parent_concept_direction():
     from types import SimpleNamespace
 
     from cu_cli.erase.objectives.conabl import ConAbl
+    from cu_cli.models.families import Cond
 
     torch.manual_seed(0)
     z = torch.randn(2, 4, 3, 3)
@@ -87,6 +88,7 @@ def test_conabl_eta_target_is_anchor_minus_eta_times_parent_concept_direction():
     W_cur, W_par = torch.randn(4, 4), torch.randn(4, 4)
 
     def model(W, zz, c):  # a toy "UNet": depends on the prompt through c's first entry
+        c = c.hidden if isinstance(c, Cond) else c
         return torch.einsum("ij,bjhw->bihw", W, zz) * c[:, :1, None, None]
 
     def make(eta):
@@ -95,7 +97,7 @@ def test_conabl_eta_target_is_anchor_minus_eta_times_parent_concept_direction():
         obj.mask = torch.ones(3, 3)
         obj.anchor_prompts, obj.target_prompts = ["anc", "anc"], ["tgt", "tgt"]
         ctx = SimpleNamespace(cfg=SimpleNamespace(conabl_eta=eta),
-                              embed=lambda ps: torch.cat([emb[p][:1] for p in ps]),
+                              cond=lambda ps: Cond(torch.cat([emb[p][:1] for p in ps])),
                               eps=lambda zz, tt, c: model(W_cur, zz, c),
                               eps_parent=lambda zz, tt, c: model(W_par, zz, c))
         return obj, ctx

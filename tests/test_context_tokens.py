@@ -79,31 +79,36 @@ def test_conabl_eta_target_is_anchor_minus_eta_times_parent_concept_direction():
     from types import SimpleNamespace
 
     from cu_cli.erase.objectives.conabl import ConAbl
+    from cu_cli.models.families import Cond
 
     torch.manual_seed(0)
     z = torch.randn(2, 4, 3, 3)
     t = torch.tensor([10, 500])
     emb = {"tgt": torch.full((2, 5), 1.0), "anc": torch.full((2, 5), 2.0)}
-    W_cur, W_par = torch.randn(4, 4), torch.randn(4, 4)
+    W_cur, W_par, W_base = torch.randn(4, 4), torch.randn(4, 4), torch.randn(4, 4)
 
     def model(W, zz, c):  # a toy "UNet": depends on the prompt through c's first entry
+        c = c.hidden if isinstance(c, Cond) else c
         return torch.einsum("ij,bjhw->bihw", W, zz) * c[:, :1, None, None]
 
-    def make(eta):
+    def make(eta, anchor="current"):
         obj = ConAbl()
         obj.data = SimpleNamespace(noised=lambda ctx, idx: (z, t, None, None))
         obj.mask = torch.ones(3, 3)
         obj.anchor_prompts, obj.target_prompts = ["anc", "anc"], ["tgt", "tgt"]
-        ctx = SimpleNamespace(cfg=SimpleNamespace(conabl_eta=eta),
-                              embed=lambda ps: torch.cat([emb[p][:1] for p in ps]),
+        ctx = SimpleNamespace(cfg=SimpleNamespace(conabl_eta=eta, conabl_anchor=anchor),
+                              cond=lambda ps: Cond(torch.cat([emb[p][:1] for p in ps])),
                               eps=lambda zz, tt, c: model(W_cur, zz, c),
-                              eps_parent=lambda zz, tt, c: model(W_par, zz, c))
+                              eps_parent=lambda zz, tt, c: model(W_par, zz, c),
+                              eps_base=lambda zz, tt, c: model(W_base, zz, c))
         return obj, ctx
 
-    for eta in (0.0, 0.7):
-        obj, ctx = make(eta)
+    # conabl_anchor picks the model of the anchor branch: current (reference), parent, base
+    for eta, anchor, W_anc in ((0.0, "current", W_cur), (0.7, "current", W_cur),
+                               (0.7, "parent", W_par), (0.3, "base", W_base)):
+        obj, ctx = make(eta, anchor)
         got = obj.batch_loss(ctx, torch.tensor([0, 1]))
-        e_tgt, e_anc = model(W_cur, z, emb["tgt"]), model(W_cur, z, emb["anc"])
+        e_tgt, e_anc = model(W_cur, z, emb["tgt"]), model(W_anc, z, emb["anc"])
         target = e_anc - eta * (model(W_par, z, emb["tgt"]) - model(W_par, z, emb["anc"]))
         want = ((e_tgt - target) ** 2).sum(dim=(1, 2, 3)).div(9).mean()
         assert torch.allclose(got, want, rtol=1e-5)

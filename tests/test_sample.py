@@ -81,3 +81,20 @@ def test_sample_wrong_base_exit_3(runner, mc_state, tiny_sd1, tmp_path):
     r = runner.invoke(app, ["sample", mc_state, "--base", tiny_sd1, "-p", "a star", "-o",
                             str(tmp_path / "g.png")])
     assert r.exit_code == 3
+
+
+def test_sample_runs_on_sdxl(runner, tiny_sdxl, tmp_path):
+    """SDXL bases sample through the family adapter's conditioning (pooled embeds, time ids)."""
+    from cu_cli.models.base import resolve_base
+    from tests.helpers import kv_keys, make_ckpt
+
+    base = resolve_base(tiny_sdxl)
+    keys = kv_keys(base)[:2]
+    cur = base.get_tensors(keys)
+    state = make_ckpt(tmp_path / "xl.safetensors", base, {k: v + 0.05 for k, v in cur.items()},
+                      ["cat"])
+    out = tmp_path / "xl.png"
+    r = runner.invoke(app, ["sample", state, "--base", tiny_sdxl, "--with-base", "-p", "a cat",
+                            "--steps", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -53,15 +53,24 @@ def tiny_components(family: str = "sd1") -> dict:
     return dict(unet=unet, vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched, **extra)
 
 
-def save_tiny(folder: str, family: str = "sd1") -> str:
+def save_tiny(folder: str, family: str = "sd1", layout: str = "plain") -> str:
+    """``layout``: plain (fp32 files) | fp16 (fp16 weights, plain names) | variant (fp16
+    ``*.fp16.safetensors`` files only) | sharded (``*.safetensors.index.json`` + shards)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     c = tiny_components(family)
+    if layout in ("fp16", "variant"):
+        for k in ("unet", "vae", "text_encoder", "text_encoder_2"):
+            if k in c:
+                c[k] = c[k].to(torch.float16)
     if family == "sdxl":
         pipe = StableDiffusionXLPipeline(**c)
     else:
         pipe = StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
     os.makedirs(folder, exist_ok=True)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    kw = {"variant": "fp16"} if layout == "variant" else {}
+    if layout == "sharded":
+        kw["max_shard_size"] = "60KB"
+    pipe.save_pretrained(folder, safe_serialization=True, **kw)
     return folder

@@ -59,7 +59,8 @@ class BasisRequest:
     # vocabulary (its concepts are distinct by construction and its 64-d encoder puts ordinary
     # neighbours above 0.95; never applied to erased concepts)
     include_erased: bool = True
-    device: str = "cpu"
+    device: str = "cpu"  # resolved (auto → cuda when present)
+    dtype: str = "fp32"  # precision of the text encoders (models/precision.py)
     force: bool = False
 
 
@@ -117,7 +118,9 @@ def run_basis(req: BasisRequest) -> BasisResult:
     erased, candidates, aux_info = _candidates(req, target, kind, vocab, world, parent,
                                                strict_world=base_world is not None)
     every = erased + candidates
-    pipe = base.load_pipeline(req.device)
+    from cu_cli.models.precision import check_dtype, resolve_device
+
+    pipe = base.load_pipeline(resolve_device(req.device), check_dtype(req.dtype))
     t_vec = token_embeddings(pipe, [V.TEMPLATES[kind].format(x=target)])[0]
     E = token_embeddings(pipe, [c.prompt for c in every])
     sims = concept_similarities(E, t_vec)

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP, UsageError
-from cu_cli.cli.output import (BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt,
-                               QuietOpt, VerboseOpt, check_outputs, err_console, finite,
+from cu_cli.cli.output import (BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt, DtypeOpt, ForceOpt,
+                               JsonOpt, QuietOpt, VerboseOpt, check_outputs, err_console, finite,
                                handle_errors, print_json, print_paths, setup_logging)
 
 
@@ -55,7 +55,8 @@ def basis_command(
         "--include-erased/--no-include-erased",
         help="Insert the parent's erased concepts first (protects earlier erasures).")] = True,
     json_: JsonOpt = False,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -79,7 +80,8 @@ def basis_command(
     result = run_basis(BasisRequest(
         target=concept, out=out, kind=kind, base=base, base_config=base_config, parent=from_,
         aux_files=list(aux_file or []), vocab=vocab, top_m=top_m, dedup=dedup, min_sim=min_sim,
-        aux_max_sim=aux_max_sim, include_erased=include_erased, device=device, force=force))
+        aux_max_sim=aux_max_sim, include_erased=include_erased, device=device, dtype=dtype,
+        force=force))
     if not quiet:
         n_e = sum(c["erased"] for c in result.columns)
         err_console().print(f"basis for {result.target!r} ({result.kind}): C {result.shape[0]}x"

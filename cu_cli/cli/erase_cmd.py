@@ -15,7 +15,7 @@ import typer
 from cu_cli._util.errors import EXIT_CODES_HELP, UsageError
 from cu_cli.cli.config_options import with_config_options
 from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt,
-                               ForceOpt, QuietOpt, VerboseOpt, check_outputs, err_console,
+                               DtypeOpt, ForceOpt, QuietOpt, VerboseOpt, check_outputs, err_console,
                                handle_errors,
                                print_paths, progress_enabled, read_lines, setup_logging)
 from cu_cli.erase.defaults import describe
@@ -53,7 +53,8 @@ def _erase(
                       "erasediff_k=3; see docs/cli.md 'cu erase options').")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seeds python, numpy and torch; recorded (default: config, else 42).")] = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
     force: ForceOpt = False,
     allow_base_mismatch: AllowMismatchOpt = False,
     quiet: QuietOpt = False,
@@ -100,7 +101,8 @@ def _erase(
         anchor_prompts=read_lines(anchor_prompts, concepts=False) if anchor_prompts else None,
         preserve_prompts=preserve_prompts,
         seed=seed if seed is not None else int(extra.get("seed", 42)),
-        device=device, force=force, allow_base_mismatch=allow_base_mismatch, argv=sys.argv)
+        device=device, dtype=dtype, force=force, allow_base_mismatch=allow_base_mismatch,
+        argv=sys.argv)
     result = _run_with_progress(req, quiet, run_erase)
     if not quiet:
         err_console().print(
@@ -114,11 +116,13 @@ def _run_with_progress(req, quiet: bool, run):
         return run(req)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("erase"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
-                  console=err_console(), transient=True) as bar:
-        task = bar.add_task("erase", total=None, loss=float("nan"))
-        req.progress = lambda i, n, loss: bar.update(task, completed=i, total=n, loss=loss)
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[extra]}"),
+                  TimeRemainingColumn(), console=err_console(), transient=True) as bar:
+        task = bar.add_task("prepare", total=None, extra="")
+        req.progress = lambda i, n, loss: bar.update(task, description="erase", completed=i,
+                                                     total=n, extra=f"loss {loss:.4f}")
+        req.phase = lambda label, i, n: bar.update(task, description=label, completed=i, total=n)
         return run(req)
 
 

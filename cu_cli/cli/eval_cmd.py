@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from cu_cli._util.errors import EXIT_CODES_HELP, GateError
-from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, DebugOpt, DeviceOpt,
-                               ForceOpt, JsonOpt, QuietOpt, VerboseOpt, check_outputs,
+from cu_cli.cli.output import (AllowMismatchOpt, BaseConfigOpt, BaseOpt, BatchSizeOpt, DebugOpt,
+                               DeviceOpt, DtypeOpt, ForceOpt, JsonOpt, QuietOpt, VerboseOpt, check_outputs,
                                err_console, finite, handle_errors,
                                print_json, print_table, progress_enabled, read_lines, setup_logging,
                                warn)
@@ -54,7 +54,9 @@ def eval_command(
         "--fail-under", help="Gates, e.g. ua=95,ra_i=90: exit 4 when any state is below.")] = None,
     allow_base_mismatch: AllowMismatchOpt = False,
     force: ForceOpt = False,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    batch_size: BatchSizeOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -82,12 +84,13 @@ def eval_command(
                       steps=steps, guidance=guidance, classifier=classifier,
                       prompt_variant=prompt_variant, cra_scope=cra_scope,
                       include_base=with_base or similarity, allow_base_mismatch=allow_base_mismatch,
-                      device=device, keep_images=bool(grid))
+                      device=device, dtype=dtype, batch_size=batch_size, keep_images=bool(grid))
     if progress_enabled(quiet):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
 
         with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(),
-                      console=err_console(), transient=True) as bar:
+                      TimeRemainingColumn(), console=err_console(), transient=True) as bar:
             task = bar.add_task("eval", total=None)
             req.progress = lambda n: bar.advance(task, n)
             result = run_eval(req)

@@ -37,7 +37,34 @@ QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on st
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks (also CU_DEBUG=1).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds python, numpy and torch; recorded.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")]
+def _device(value: str) -> str:
+    from cu_cli.models.precision import check_device_spelling
+
+    try:
+        return check_device_spelling(value)
+    except CuError as e:
+        raise typer.BadParameter(str(e).split(": ", 1)[-1], param_hint="--device")
+
+
+def _dtype(value: str) -> str:
+    from cu_cli.models.precision import check_dtype
+
+    try:
+        return check_dtype(value)
+    except CuError as e:
+        raise typer.BadParameter(str(e).split(": ", 1)[-1], param_hint="--dtype")
+
+
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="auto (cuda when present, else mps, else cpu) | cpu | cuda | cuda:N | mps.",
+    callback=_device)]
+DtypeOpt = Annotated[str, typer.Option(
+    "--dtype", help="Precision of the frozen parts: fp32 | bf16 | fp16 (forwards under "
+                    "autocast; trained weights and optimizer state stay fp32; recorded).",
+    callback=_dtype)]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", min=1, help="Images per sampling batch (default: by resolution and device, "
+                                "e.g. 4 at 512² on a CPU, 16 on a GPU).")]
 BaseOpt = Annotated[Optional[str], typer.Option(
     "--base", help="Base model: a built-in name (default minicanvas), a diffusers folder, or a "
                    "single .safetensors file with --base-config.")]

@@ -3,6 +3,10 @@
 Only the trainable group requires grad; everything else runs frozen. The frozen copy of the
 trainable tensors (the parent state) doubles as the SP reference and — through
 ``torch.func.functional_call`` — as ESD's teacher, so no second UNet is ever held in memory.
+
+Conditioning is family-neutral: ``cond(prompts)`` is the UNet's conditioning (a ``Cond``: SDXL's
+pooled embeds and time ids included), ``embed(prompts)`` its per-token hidden states (what the
+cross-attention K/V see: UCE, the K/V metric, context tokens); both come from one cache.
 """
 
 from __future__ import annotations
@@ -30,42 +34,51 @@ class EraseContext:
     forget_images: object = None  # EraseDiff: base samples of the target prompts
     selft_masks: dict | None = None  # SelFT's masks (projection re-applies them)
     base_values: object = None  # callable: the root base's values of the trainable keys
-    _emb: dict[str, torch.Tensor] = field(default_factory=dict)
-    _emb_ref: dict = field(default_factory=dict)  # cached reference weights (the root base's)
+    report: object = None  # callable(label, done, total): progress of slow phases
+    _emb: dict = field(default_factory=dict)  # prompt -> one-row Cond
+    _ref: dict = field(default_factory=dict)  # cached reference weights (the root base's)
 
     @property
     def unet(self):
         return self.pipe.unet
 
-    def embed(self, prompts: list[str]) -> torch.Tensor:
-        """Frozen text embeddings, computed once per prompt per request."""
+    def cond(self, prompts: list[str]):
+        """Frozen UNet conditioning (a ``Cond``), computed once per prompt per request."""
+        from cu_cli.models.families import Cond
+
         todo = [p for p in dict.fromkeys(prompts) if p not in self._emb]
         if todo:
-            for p, e in zip(todo, self.pipe.encode_text(todo)):
-                self._emb[p] = e
-        return torch.stack([self._emb[p] for p in prompts])
+            enc = self.pipe.encode(todo)
+            for i, p in enumerate(todo):
+                self._emb[p] = enc[i:i + 1]
+        return Cond.cat([self._emb[p] for p in prompts])
 
-    def eps(self, z, t, ctx) -> torch.Tensor:
-        """Current (student) model output."""
-        return self.unet(z, t, encoder_hidden_states=ctx).sample
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """Per-token hidden states of ``prompts`` (what the cross-attention K/V see): [B, L, d]."""
+        return self.cond(prompts).hidden
+
+    def eps(self, z, t, cond) -> torch.Tensor:
+        """Current (student) model output (ε or v, as the base predicts)."""
+        return self.pipe.predict(z, t, cond)
 
     @torch.no_grad()
-    def eps_parent(self, z, t, ctx) -> torch.Tensor:
+    def eps_parent(self, z, t, cond) -> torch.Tensor:
         """Output of the frozen parent θₙ₋₁ (trainable tensors swapped for their frozen copies)."""
-        return self._eps_with(self.parent_values, z, t, ctx)
+        override = {split_key(k)[1]: v for k, v in self.parent_values.items()}
+        return self.pipe.predict(z, t, cond, params=override)
 
     @torch.no_grad()
-    def eps_base(self, z, t, ctx) -> torch.Tensor:
+    def eps_base(self, z, t, cond) -> torch.Tensor:
         """Output of the root base θ₀ (its values of the trainable tensors, loaded once)."""
-        if "_base" not in self._emb_ref:
+        if "base" not in self._ref:
             dev = self.pipe.device
-            self._emb_ref["_base"] = {k: v.to(dev) for k, v in self.base_values().items()}
-        return self._eps_with(self._emb_ref["_base"], z, t, ctx)
+            self._ref["base"] = {split_key(k)[1]: v.to(dev, self.parent_values[k].dtype)
+                                 for k, v in self.base_values().items()}
+        return self.pipe.predict(z, t, cond, params=self._ref["base"])
 
-    def _eps_with(self, values: dict, z, t, ctx) -> torch.Tensor:
-        override = {split_key(k)[1]: v for k, v in values.items()}
-        return torch.func.functional_call(self.unet, override, (z, t),
-                                          {"encoder_hidden_states": ctx}).sample
+    def progress(self, label: str, done: int, total: int | None) -> None:
+        if self.report is not None:
+            self.report(label, done, total)
 
     def randint(self, high: int, n: int) -> torch.Tensor:
         """Drawn on the CPU generator (reproducible on any device), then moved."""

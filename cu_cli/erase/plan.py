@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 
-from cu_cli._util.errors import CuError, UsageError
+from cu_cli._util.errors import UsageError
 from cu_cli._util.fs import check_output_path
 from cu_cli._util.log import get_logger
 from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
@@ -34,11 +34,13 @@ class EraseRequest:
     anchor_prompts: list[str] | None = None
     preserve_prompts: list[str] | None = None  # --preserve FILE (cfg.preserve = "file")
     seed: int = 42
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda[:N] | mps | auto (resolved by the plan)
+    dtype: str = "fp32"  # precision of the frozen parts (models/precision.py)
     force: bool = False
     allow_base_mismatch: bool = False
     argv: list[str] | None = None
     progress: object = None  # callable(step, total, loss) or None
+    phase: object = None  # callable(label, done, total): anchor images, SelFT scoring
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,20 @@ class ErasePlan:
     allow_base_mismatch: bool = False
     argv: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
+    dtype: str = "fp32"
 
     def identity(self) -> dict:
-        """What determines the output: op, concepts, seed, device, resolved config, inputs."""
+        """What determines the output: op, concepts, seed, device, dtype, resolved config, inputs
+        (dtype only below fp32, and options at their ``neutral`` value left out, so plans keep
+        the keys they had before those options existed)."""
         from cu_cli.erase.options import identity_config
 
-        return {"op": "erase", "concepts": list(self.concepts), "seed": self.seed,
-                "device": self.device, "config": identity_config(self.config.to_dict()),
-                "inputs": self.inputs}
+        out = {"op": "erase", "concepts": list(self.concepts), "seed": self.seed,
+               "device": self.device, "config": identity_config(self.config.to_dict()),
+               "inputs": self.inputs}
+        if self.dtype != "fp32":
+            out["dtype"] = self.dtype
+        return out
 
     def key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
@@ -87,15 +95,16 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     from cu_cli.models.base import base_for_states
     from cu_cli.world.registry import erase_profile, get_world
 
+    from cu_cli.models.precision import check_dtype, resolve_device
+
     if not req.concepts or any(not c.strip() for c in req.concepts):
         raise UsageError("give at least one non-empty --concept")
+    device, dtype = resolve_device(req.device), check_dtype(req.dtype)
     check_output_path(req.out, req.force, [req.parent, req.basis])
     parent = open_checkpoint(req.parent) if req.parent else None
     base = base_for_states([req.parent] if req.parent else [], req.base, req.base_config)
     ident = BaseIdentity(base.id, base.arch, base.fingerprint)
     warnings = check_base(parent, ident, req.allow_base_mismatch) if parent is not None else []
-    if base.family == "sdxl":
-        raise CuError("erase does not support SDXL bases yet (two text encoders, added time ids)")
     world = get_world(base.world)
     cfg, pairs = _config_and_pairs(req.cfg or EraseConfig(), req, world, erase_profile(base.world))
     basis_header = None
@@ -110,7 +119,7 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
               "anchor_prompts_sha256": _sha_lines(req.anchor_prompts),
               "preserve_prompts_file_sha256": _sha_lines(req.preserve_prompts)}
     plan = ErasePlan(concepts=list(req.concepts), out=req.out, config=cfg, pairs=pairs,
-                     seed=req.seed, device=req.device, inputs=inputs, base=base,
+                     seed=req.seed, device=device, dtype=dtype, inputs=inputs, base=base,
                      base_identity=ident, world=world, parent=req.parent, parent_header=parent,
                      basis=req.basis, regularizers=(),
                      preserve_file_prompts=req.preserve_prompts,

@@ -65,29 +65,33 @@ def run_erase(req: EraseRequest, plan: ErasePlan | None = None) -> EraseResult:
     for w in plan.warnings:
         log.warning(w)
     with torch.enable_grad():
-        work = prepare(plan)
+        work = prepare(plan, req.phase)
         t_loop = time.time()
         loss = solve(work, req.progress)
         loop_seconds = time.time() - t_loop
     return write(plan, work, loss, loop_seconds, t0)
 
 
-def prepare(plan: ErasePlan) -> Prepared:
+def prepare(plan: ErasePlan, phase=None) -> Prepared:
+    """``phase(label, done, total)``: progress of the slow phases (anchor images, SelFT)."""
     import torch
 
     from cu_cli.ckpt.format import load_tensors
     from cu_cli.erase.context import EraseContext
     from cu_cli.erase.engine import Engine
     from cu_cli.erase.objectives import ERASE_OBJECTIVES
+    from cu_cli.models.groups import group_names
     from cu_cli.models.session import ModelSession
 
     cfg = plan.config
     seed_everything(plan.seed)
-    session = ModelSession(plan.base, plan.device)
+    session = ModelSession(plan.base, plan.device, plan.dtype,  # the trained group stays fp32
+                           keep=lambda unet: group_names(unet, cfg.params))
     objective = ERASE_OBJECTIVES[cfg.method]()
     ctx = EraseContext(pipe=session.pipe, cfg=cfg, pairs=plan.pairs, trainable={},
                        parent_values={}, gen=torch.Generator().manual_seed(plan.seed),
-                       seed=plan.seed, world=plan.world)
+                       seed=plan.seed, world=plan.world, report=phase)
+    _warn_cost(plan, session.pipe, objective)
     if objective.needs.anchor_images:  # from the root base, before the parent is applied
         _anchor_data(ctx, plan.base_identity.fingerprint, plan.seed,
                      forget=objective.needs.forget_images)
@@ -103,6 +107,20 @@ def prepare(plan: ErasePlan) -> Prepared:
         reg.prepare(ctx, plan)
         hooks += reg.hooks()
     return Prepared(session, ctx, objective, Engine(ctx, regs), names, parent_tensors, hooks)
+
+
+def _warn_cost(plan: ErasePlan, pipe, objective) -> None:
+    """One line before a request that will run for long on a CPU (an estimate, not a promise)."""
+    from cu_cli.erase.cost import estimate_seconds, format_duration
+
+    if pipe.device.type != "cpu":
+        return
+    sec = estimate_seconds(pipe, plan.config, objective)
+    if sec > 600:
+        log.warning("this request needs ≈ %s on this CPU (%s UNet at %d px); a GPU (--device "
+                    "cuda) takes minutes", format_duration(sec),
+                    f"{sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.0f} M-parameter",
+                    pipe.resolution)
 
 
 def _warn_truncated(ctx) -> None:
@@ -166,7 +184,7 @@ def write(plan: ErasePlan, work: Prepared, loss: float, loop_seconds: float,
     step = make_step("erase", concepts=plan.concepts, method=plan.config.method,
                      config=plan.config.to_dict(), inputs=plan.inputs, measured=measured,
                      key=plan.key(), parents=[plan.inputs["parent"]] if plan.inputs["parent"] else [],
-                     seed=plan.seed, argv=plan.argv, device=plan.device)
+                     seed=plan.seed, argv=plan.argv, device=plan.device, dtype=plan.dtype)
     parents = [plan.parent_header] if plan.parent_header is not None else []
     payload = write_checkpoint(plan.out, tensors, plan.base_identity, step, parents=parents)
     return EraseResult(path=plan.out, payload_sha256=payload, plan_key=plan.key(),
@@ -214,14 +232,20 @@ def _anchor_data(ctx, fingerprint: str, seed: int, forget: bool) -> None:
     cfg = ctx.cfg
     per_pair = max(1, cfg.anchor_images // len(ctx.pairs))
     imgs, fimgs, index = [], [], []
+    total, done = per_pair * len(ctx.pairs) * (2 if forget else 1), [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        ctx.progress("anchor images", done[0], total)
+
     for p_i, pair in enumerate(ctx.pairs):
         im, idx = anchor_images(ctx.pipe, fingerprint, pair.anchor_prompts, per_pair,
-                                cfg.anchor_steps, cfg.anchor_guidance, seed)
+                                cfg.anchor_steps, cfg.anchor_guidance, seed, progress=tick)
         imgs.append(im)
         index += [(p_i, int(j)) for j in idx]
         if forget:
             fi, _ = anchor_images(ctx.pipe, fingerprint, pair.target_prompts, per_pair,
-                                  cfg.anchor_steps, cfg.anchor_guidance, seed)
+                                  cfg.anchor_steps, cfg.anchor_guidance, seed, progress=tick)
             fimgs.append(fi)
     ctx.anchor_images = np.concatenate(imgs)
     ctx.anchor_index = index

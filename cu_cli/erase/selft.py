@@ -27,8 +27,10 @@ def _objective(ctx, z, t, c_tgt, c_anc) -> torch.Tensor:
 
 @torch.no_grad()
 def _cfg_step(ctx, sch, x, t, c, u):
+    from cu_cli.models.families import Cond
+
     inp = sch.scale_model_input(torch.cat([x, x]), t)
-    e_u, e_c = ctx.eps(inp, t, torch.cat([u, c])).chunk(2)
+    e_u, e_c = ctx.eps(inp, t, Cond.cat([u, c])).chunk(2)
     return sch.step(e_u + ctx.cfg.start_guidance * (e_c - e_u), t, x).prev_sample
 
 
@@ -40,11 +42,12 @@ def score(ctx) -> dict[str, torch.Tensor]:
     scored = sorted(set(np.linspace(0, n_t - 1, min(cfg.selft_timesteps, n_t)).round().astype(int)))
     pairs = [(pp.target_prompts[j], pp.anchor_prompts[j]) for pp in ctx.pairs
              for j in range(min(cfg.selft_pairs, len(pp.target_prompts)))]  # per concept
-    u = ctx.embed([""])
+    u = ctx.cond([""])
     for p in ctx.trainable.values():
         p.grad = None
-    for tgt, anc in pairs:
-        c_t, c_a = ctx.embed([tgt]), ctx.embed([anc])
+    for n_done, (tgt, anc) in enumerate(pairs):
+        ctx.progress("SelFT scoring", n_done, len(pairs))
+        c_t, c_a = ctx.cond([tgt]), ctx.cond([anc])
         if cfg.selft_scoring == "trajectory":
             x = ctx.randn((1,) + ctx.pipe.latent_shape) * sch.init_noise_sigma
             for i, t in enumerate(sch.timesteps):

@@ -2,7 +2,8 @@
 
 Each image is seeded from (protocol seed, prompt) so images are independent of batching, order and
 which other states are evaluated (resumable, unlike the reference's global RNG). Base images are
-cached on disk keyed by (base fingerprint, protocol, sampler settings, prompts and seeds).
+cached on disk keyed by (base fingerprint, protocol, sampler settings, prompts, seeds, device and
+dtype). Images are sampled ``batch_size`` at a time (default: by resolution and device).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class EvalRequest:
     cra_scope: str = "all"
     include_base: bool = False
     allow_base_mismatch: bool = False
-    device: str = "cpu"
-    batch_size: int = 256
+    device: str = "cpu"  # cpu | cuda[:N] | mps | auto
+    dtype: str = "fp32"  # precision of the frozen parts (models/precision.py)
+    batch_size: int | None = None  # None: Pipeline.default_batch_size (by resolution, device)
     keep_images: bool = False  # keep images in memory for --grid
     progress: object = None  # callable(n_done_increment, total)
 
@@ -84,10 +86,12 @@ class EvalResult:
 
 def run_eval(req: EvalRequest) -> EvalResult:
     from cu_cli.models.base import base_for_states
+    from cu_cli.models.precision import check_dtype, resolve_device
     from cu_cli.models.session import ModelSession
     from cu_cli.world.registry import get_world
 
     t0 = time.time()
+    device, dtype = resolve_device(req.device), check_dtype(req.dtype)
     base = base_for_states(req.states, req.base, req.base_config)
     ident = BaseIdentity(base.id, base.arch, base.fingerprint)
     headers = [open_checkpoint(p) for p in req.states]
@@ -101,11 +105,9 @@ def run_eval(req: EvalRequest) -> EvalResult:
     proto = _override(get_protocol(name, req.prompt_variant), req)
     for e in erased_lists + ([req.erased] if req.erased else []):
         proto.check_erased(e)
-    if base.family == "sdxl":
-        raise UsageError("eval does not support SDXL bases yet")
-    session = ModelSession(base, req.device)
+    session = ModelSession(base, device, dtype)
     spec = req.classifier or proto.classifier
-    classifiers = _classifiers(spec, proto, req.device)
+    classifiers = _classifiers(spec, proto, device)
     targets: list[tuple[str | None, list[str]]] = []
     if req.include_base or not req.states:  # the base is scored on every concept the states erased
         targets.append((None, list(req.erased or dict.fromkeys(all_erased))))
@@ -113,7 +115,7 @@ def run_eval(req: EvalRequest) -> EvalResult:
     result = EvalResult(
         protocol=proto.name, base=base.id, classifier=spec,
         settings={"steps": proto.steps, "guidance": proto.guidance, "seeds": list(proto.seeds),
-                  "template": proto.template},
+                  "template": proto.template, "device": device, "dtype": dtype},
         states=[], warnings=warnings, seconds=0.0, proto=proto, session=session,
         fingerprint=base.fingerprint)
     for path, erased in targets:
@@ -186,7 +188,9 @@ def _cached_base_images(pipe, fingerprint: str, proto: Protocol, prompts, seeds,
 
     key = hashlib.sha256(json.dumps({"base": fingerprint, "protocol": proto.name,
                                      "steps": proto.steps, "guidance": proto.guidance,
-                                     "prompts": prompts, "seeds": seeds}).encode()).hexdigest()[:32]
+                                     "prompts": prompts, "seeds": seeds,
+                                     "device": pipe.device.type, "dtype": pipe.dtype}
+                                    ).encode()).hexdigest()[:32]
     path = os.path.join(_cache_dir(), f"{key}.safetensors")
     if os.path.exists(path):
         try:

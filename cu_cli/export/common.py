@@ -19,11 +19,6 @@ from cu_cli.ckpt.keys import split_key
 
 COPIED_CU_KEYS = ("cu.format_version", "cu.base.id", "cu.base.arch", "cu.base.fingerprint",
                   "cu.parents", "cu.lineage", "cu.erased", "cu.created_by")
-ARCHITECTURES = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512",
-                 "sd2-v": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base"}
-IMPLEMENTATIONS = {"sd1": "https://github.com/CompVis/stable-diffusion",
-                   "sd2": "https://github.com/Stability-AI/stablediffusion",
-                   "sdxl": "https://github.com/Stability-AI/generative-models"}
 
 
 @dataclass
@@ -60,11 +55,12 @@ def open_source(state: str, base, allow_mismatch: bool = False) -> Source:
 
 
 def architecture(base, lora: bool = False) -> str:
-    family = base.family
-    key = family
-    if family == "sd2":
-        key = "sd2-v" if _prediction_type(base) == "v_prediction" else "sd2"
-    arch = ARCHITECTURES.get(key, family)
+    """ModelSpec architecture of the base's family for its prediction type."""
+    from cu_cli.models.families import get_family
+
+    fam = get_family(base.family)
+    pred = _prediction_type(base) or fam.default_prediction
+    arch = fam.modelspec_arch.get(pred) or next(iter(fam.modelspec_arch.values()))
     return arch + "/lora" if lora else arch
 
 
@@ -79,6 +75,12 @@ def _prediction_type(base) -> str | None:
         return None
 
 
+def _implementation(base) -> str:
+    from cu_cli.models.families import get_family
+
+    return get_family(base.family).implementation
+
+
 def metadata(src: Source, fmt: str, lora: bool = False, title: str | None = None) -> dict:
     """ModelSpec + copied ``cu.*`` keys (``modelspec.hash_sha256`` is added at write time)."""
     import os
@@ -91,7 +93,7 @@ def metadata(src: Source, fmt: str, lora: bool = False, title: str | None = None
         "cu.export.source": src.header.payload_sha256,
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": architecture(src.base, lora),
-        "modelspec.implementation": IMPLEMENTATIONS.get(src.base.family, ""),
+        "modelspec.implementation": _implementation(src.base),
         "modelspec.title": title or (os.path.splitext(os.path.basename(src.header.path))[0]
                                      + (f" (erased: {', '.join(erased)})" if erased else "")),
         "modelspec.merged_from": src.base.id,

@@ -40,7 +40,9 @@ def compvis_state(base, tensors: dict) -> tuple[dict, list[str]]:
     """The full CompVis-keyed state dict of ``base`` with ``tensors`` (canonical keys) overlaid."""
     import torch
 
-    if base.family == "sdxl":
+    from cu_cli.models.families import get_family
+
+    if not get_family(base.family).single_file_export:
         raise IncompatibleError("cu export single-file supports SD1.x and SD2.x bases; SDXL "
                                 "(conditioner.embedders.*) is not implemented yet",
                                 hint="use cu export diffusers for SDXL")

@@ -20,7 +20,8 @@ from cu_cli.ckpt.keys import canonical_key, split_key
 
 DEFAULT_BASE = "minicanvas"
 FINGERPRINT_COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "vae")
-_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+_WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
+VARIANTS = ("", "fp16")  # full precision preferred; a folder of fp16 variants only loads too
 
 
 def assets_dir() -> str:
@@ -47,7 +48,9 @@ class Base:
     family: str
     world: str | None = None
     single_file: str | None = None
-    files: dict[str, str] = field(default_factory=dict)  # component -> safetensors file
+    files: dict[str, str] = field(default_factory=dict)  # component -> weights file or shard index
+    parts: dict[str, list] = field(default_factory=dict)  # component -> every safetensors file
+    variant: str | None = None  # "fp16" when the folder holds fp16 variant files only
     _pipeline: object = None
     _state: dict | None = None  # canonical key -> tensor (single-file bases only)
 
@@ -59,9 +62,10 @@ class Base:
         from cu_cli.ckpt.format import read_header
 
         out = {}
-        for comp, path in self.files.items():
-            for name, info in read_header(path).tensors.items():
-                out[canonical_key(comp, name)] = tuple(info["shape"])
+        for comp, paths in self.parts.items():
+            for path in paths:
+                for name, info in read_header(path).tensors.items():
+                    out[canonical_key(comp, name)] = tuple(info["shape"])
         return out
 
     def get_tensors(self, keys: list[str]) -> dict:
@@ -85,13 +89,16 @@ class Base:
             by_comp.setdefault(comp, []).append(k)
         out = {}
         for comp, ks in by_comp.items():
-            with safe_open(self.files[comp], framework="pt") as f:
-                names = {canonical_key(comp, n): n for n in f.keys()}
-                for k in ks:
-                    if k not in names:
-                        raise IncompatibleError(f"base {self.id} has no tensor {k}")
-                    out[k] = f.get_tensor(names[k])
-        return out
+            todo = set(ks)
+            for path in self.parts[comp]:
+                with safe_open(path, framework="pt") as f:
+                    names = {canonical_key(comp, n): n for n in f.keys()}
+                    for k in [k for k in todo if k in names]:
+                        out[k] = f.get_tensor(names[k])
+                        todo.discard(k)
+            if todo:
+                raise IncompatibleError(f"base {self.id} has no tensor {sorted(todo)[0]}")
+        return {k: out[k] for k in keys}
 
     @property
     def arch(self) -> str:
@@ -100,7 +107,8 @@ class Base:
     @property
     def fingerprint(self) -> str:
         """Weight fingerprint, cached under ``$XDG_CACHE_HOME/cu/`` keyed by file stats."""
-        srcs = [self.single_file] if self.single_file else sorted(self.files.values())
+        srcs = [self.single_file] if self.single_file else \
+            sorted(p for ps in self.parts.values() for p in ps)
         stat_key = hashlib.sha256(json.dumps(
             [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in srcs]
         ).encode()).hexdigest()
@@ -111,6 +119,7 @@ class Base:
         except (OSError, json.JSONDecodeError):
             known = {}
         if stat_key in known:
+            _remember_base(known[stat_key], self)
             return known[stat_key]
         keys = list(self.shapes())
         if self.single_file:
@@ -119,6 +128,7 @@ class Base:
         else:
             fp = _folder_fingerprint(self, keys)
         known[stat_key] = fp
+        _remember_base(fp, self)
         try:
             os.makedirs(os.path.dirname(cache), exist_ok=True)
             tmp = f"{cache}.tmp-{os.getpid()}"
@@ -130,11 +140,19 @@ class Base:
         return fp
 
     # ---------------------------------------------------------------- full pipeline
-    def load_pipeline(self, device: str = "cpu"):
-        """Load every component offline; cached on the object."""
+    def load_pipeline(self, device: str = "cpu", dtype: str = "fp32", keep=None):
+        """Load every component offline (fp32, on the CPU), store the frozen parts in ``dtype``
+        (``keep``: canonical keys, or a function of the UNet giving them, that stay fp32), then
+        move to ``device``; cached on the object."""
+        from cu_cli.models.precision import cast_frozen
+
+        if self._pipeline is not None and self._pipeline.dtype != dtype:
+            self._pipeline = None  # a lower precision cannot be undone: reload
         if self._pipeline is None:
-            self._pipeline = _load_pipeline(self, device)
-        elif str(self._pipeline.device) != str(device):
+            pipe = _load_pipeline(self)
+            cast_frozen(pipe, dtype, set(keep(pipe.unet) if callable(keep) else keep or ()))
+            self._pipeline = pipe
+        if str(self._pipeline.device) != str(device):
             self._pipeline.to(device)
         return self._pipeline
 
@@ -153,7 +171,8 @@ class Base:
 
     def describe(self) -> dict:
         return {"id": self.id, "kind": self.kind, "path": self.path, "family": self.family,
-                "world": self.world, "components": sorted(self.files) if self.files else None}
+                "world": self.world, "components": sorted(self.files) if self.files else None,
+                "variant": self.variant}
 
 
 def _folder_fingerprint(base: Base, keys: list[str]) -> str:
@@ -161,11 +180,12 @@ def _folder_fingerprint(base: Base, keys: list[str]) -> str:
 
     handles, names = {}, {}
     try:
-        for comp, path in base.files.items():
-            f = safe_open(path, framework="pt")
-            handles[comp] = f.__enter__()
-            for n in handles[comp].keys():
-                names[canonical_key(comp, n)] = (comp, n)
+        for comp, paths in base.parts.items():
+            for path in paths:
+                f = safe_open(path, framework="pt")
+                handles[path] = f.__enter__()
+                for n in handles[path].keys():
+                    names[canonical_key(comp, n)] = (path, n)
         return weight_fingerprint(keys, lambda k: handles[names[k][0]].get_tensor(names[k][1]))
     finally:
         for f in handles.values():
@@ -178,17 +198,67 @@ def _cache_dir() -> str:
     return cache_root()
 
 
-def _component_file(folder: str, comp: str) -> str | None:
+def _remember_base(fingerprint: str, base: Base) -> None:
+    """fingerprint -> absolute location of every base seen here (``base_for_states`` finds a
+    state's base by fingerprint when the recorded path does not exist from this directory)."""
+    path = os.path.join(_cache_dir(), "bases.json")
+    try:
+        with open(path) as f:
+            known = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        known = {}
+    where = {"id": base.id, "base_config": base.path if base.single_file else None}
+    if known.get(fingerprint) == where:
+        return
+    known[fingerprint] = where
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(known, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _known_base(fingerprint: str | None) -> dict | None:
+    try:
+        with open(os.path.join(_cache_dir(), "bases.json")) as f:
+            where = json.load(f).get(fingerprint or "")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return where if isinstance(where, dict) and os.path.exists(str(where.get("id"))) else None
+
+
+def _shards(d: str, index: str) -> list[str] | None:
+    try:
+        with open(os.path.join(d, index)) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise CuError(f"{os.path.join(d, index)}: unreadable shard index")
+    missing = [n for n in files if not os.path.exists(os.path.join(d, n))]
+    if missing:
+        raise CuError(f"{d}: shard {missing[0]} named in {index} is missing")
+    return [os.path.join(d, n) for n in files]
+
+
+def _component_files(folder: str, comp: str, variant: str) -> tuple[str, list[str]] | None:
+    """(primary file, every safetensors file) of ``comp`` in one layout: a single file, or a shard
+    index (``<stem>.safetensors.index.json``); ``variant`` "fp16" reads ``<stem>.fp16.…`` names."""
     d = os.path.join(folder, comp)
-    for name in _WEIGHT_NAMES:
-        p = os.path.join(d, name)
+    v = f".{variant}" if variant else ""
+    for stem in _WEIGHT_STEMS:
+        p = os.path.join(d, f"{stem}{v}.safetensors")
         if os.path.exists(p):
-            return p
+            return p, [p]
+        index = f"{stem}.safetensors.index{v}.json"
+        if os.path.exists(os.path.join(d, index)):
+            return os.path.join(d, index), _shards(d, index)
     return None
 
 
 def detect_family(folder: str) -> str:
-    """sd1 / sd2 / sdxl from ``model_index.json`` and the UNet config."""
+    """sd1 / sd2 / sdxl from ``model_index.json`` and the UNet config (models/families.py)."""
     try:
         with open(os.path.join(folder, "model_index.json")) as f:
             index = json.load(f)
@@ -196,17 +266,15 @@ def detect_family(folder: str) -> str:
             unet = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise CuError(f"{folder}: not a diffusers folder ({e})")
-    if "text_encoder_2" in index or unet.get("addition_embed_type") == "text_time":
-        return "sdxl"
     sched = {}
     try:
         with open(os.path.join(folder, "scheduler", "scheduler_config.json")) as f:
             sched = json.load(f)
     except (OSError, json.JSONDecodeError):
         pass
-    if unet.get("cross_attention_dim") == 1024 or sched.get("prediction_type") == "v_prediction":
-        return "sd2"
-    return "sd1"
+    from cu_cli.models.families import detect
+
+    return detect(index, unet, sched)
 
 
 def resolve_base(spec: str | None = None, base_config: str | None = None) -> Base:
@@ -222,14 +290,14 @@ def resolve_base(spec: str | None = None, base_config: str | None = None) -> Bas
     if os.path.isdir(spec):
         if not os.path.exists(os.path.join(spec, "model_index.json")):
             raise CuError(f"{spec}: folder has no model_index.json (not a diffusers pipeline)")
-        return _folder_base(spec, spec, kind="diffusers")
+        return _folder_base(os.path.abspath(spec), spec, kind="diffusers")
     if os.path.isfile(spec):
         if not base_config:
             raise UsageError(f"{spec} is a single-file checkpoint; pass --base-config DIR "
                              "(a diffusers folder with the matching configs)")
         if not os.path.isdir(base_config):
             raise CuError(f"--base-config {base_config}: no such folder")
-        return Base(id=spec, kind="single-file", path=base_config,
+        return Base(id=os.path.abspath(spec), kind="single-file", path=os.path.abspath(base_config),
                     family=detect_family(base_config), single_file=spec)
     if "/" in spec and not spec.startswith((".", "/")):
         raise CuError(f"--base {spec}: looks like a Hub id; cu never downloads",
@@ -239,11 +307,17 @@ def resolve_base(spec: str | None = None, base_config: str | None = None) -> Bas
 
 
 def _folder_base(base_id: str, folder: str, kind: str, world: str | None = None) -> Base:
-    files = {c: p for c in FINGERPRINT_COMPONENTS if (p := _component_file(folder, c))}
-    if "unet" not in files:
-        raise CuError(f"{folder}: no unet/*.safetensors (cu reads safetensors only)")
+    """A diffusers folder: full-precision files, else fp16 variants (one layout for all)."""
+    for variant in VARIANTS:
+        found = {c: f for c in FINGERPRINT_COMPONENTS if (f := _component_files(folder, c, variant))}
+        if "unet" in found:
+            break
+    else:
+        raise CuError(f"{folder}: no unet/diffusion_pytorch_model[.fp16].safetensors or shard "
+                      "index (cu reads safetensors only)")
     return Base(id=base_id, kind=kind, path=os.path.abspath(folder), family=detect_family(folder),
-                world=world, files=files)
+                world=world, files={c: f[0] for c, f in found.items()},
+                parts={c: f[1] for c, f in found.items()}, variant=variant or None)
 
 
 def quiet_libraries() -> None:
@@ -257,26 +331,27 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _load_pipeline(base: Base, device: str):
-    import torch  # noqa: F401  (fail early with a clear import error)
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+def _load_pipeline(base: Base):
+    """Every component in fp32 on the CPU (fp16 weights are upcast on load)."""
+    import diffusers
+    import torch
 
     quiet_libraries()
 
+    from cu_cli.models.families import get_family
     from cu_cli.models.pipeline import Pipeline
 
-    cls = StableDiffusionXLPipeline if base.family == "sdxl" else StableDiffusionPipeline
-    kwargs = dict(local_files_only=True, safety_checker=None, requires_safety_checker=False)
-    if base.family == "sdxl":
-        kwargs = dict(local_files_only=True)
+    fam = get_family(base.family)
+    cls = getattr(diffusers, fam.pipeline_class)
+    kwargs = dict(local_files_only=True, dtype=torch.float32, **fam.load_kwargs())
     try:
         if base.single_file:
             pipe = cls.from_single_file(base.single_file, config=base.path, **kwargs)
         else:
-            pipe = cls.from_pretrained(base.path, use_safetensors=True, **kwargs)
+            pipe = cls.from_pretrained(base.path, use_safetensors=True, variant=base.variant,
+                                       **kwargs)
     except (OSError, ValueError, EnvironmentError) as e:
         raise CuError(f"cannot load base {base.id}: {str(e).splitlines()[0]}")
-    pipe = pipe.to(device)
     return Pipeline(
         tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, unet=pipe.unet, vae=pipe.vae,
         scheduler_config=dict(pipe.scheduler.config), family=base.family,
@@ -301,5 +376,8 @@ def base_for_states(paths: list[str], spec: str | None = None,
         raise UsageError(f"{paths[0]} names no base; pass --base")
     if base_id in BUILTIN_BASES or os.path.exists(base_id):
         return resolve_base(base_id, base_config)
+    known = _known_base(h.metadata.get("cu.base.fingerprint"))  # seen here under another path
+    if known:
+        return resolve_base(known["id"], base_config or known.get("base_config"))
     raise CuError(f"{paths[0]} was made from base {base_id!r}, which is not on this machine",
                   hint="pass --base PATH to the same base")

@@ -12,15 +12,16 @@ from cu_cli._util.errors import CuError
 def save_pretrained_with_state(base, tensors: dict, out_dir: str) -> None:
     """Load ``base`` offline (``from_single_file`` with its config folder), apply ``tensors``
     strictly (models/apply.py) and ``save_pretrained`` every component to ``out_dir``."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    import diffusers
 
     from cu_cli.models.apply import apply_state
     from cu_cli.models.base import quiet_libraries
+    from cu_cli.models.families import get_family
 
     quiet_libraries()
-    cls = StableDiffusionXLPipeline if base.family == "sdxl" else StableDiffusionPipeline
-    kwargs = {} if base.family == "sdxl" else dict(safety_checker=None,
-                                                   requires_safety_checker=False)
+    fam = get_family(base.family)
+    cls = getattr(diffusers, fam.pipeline_class)
+    kwargs = fam.load_kwargs()
     try:
         pipe = cls.from_single_file(base.single_file, config=base.path, local_files_only=True,
                                     **kwargs)

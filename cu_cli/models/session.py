@@ -14,9 +14,11 @@ from cu_cli.models.apply import apply_state, read_state
 
 
 class ModelSession:
-    def __init__(self, base, device: str = "cpu"):
+    def __init__(self, base, device: str = "cpu", dtype: str = "fp32", keep=None):
+        """``dtype``: precision of the frozen parts; ``keep``: canonical keys (or a function of
+        the UNet giving them) that stay fp32 — the group an erase trains."""
         self.base = base
-        self.pipe = base.load_pipeline(device)
+        self.pipe = base.load_pipeline(device, dtype, keep)
 
     def apply(self, tensors: dict, source: str = "checkpoint") -> None:
         """Overwrite weights for good (an erase's parent)."""

@@ -12,8 +12,9 @@ output), so a protected concept is represented by the hidden states of *its own 
 4. no prefix (e.g. a free caption), or nothing after it: take position ``attention_mask.sum() − 2``,
    the last real token before EOS.
 
-SDXL: the penultimate hidden states of both encoders, concatenated (d = 768 + 1280 = 2048), at the
-positions found with tokenizer 1 (what the SDXL UNet's K/V see).
+The states are the family adapter's ``encode(prompts).hidden`` (models/families.py): SD 1.x/2.x the
+last hidden state; SDXL the penultimate hidden states of both encoders, concatenated
+(d = 768 + 1280 = 2048), at the positions found with tokenizer 1 (what the SDXL UNet's K/V see).
 """
 
 from __future__ import annotations
@@ -51,29 +52,11 @@ def token_embeddings(pipe, prompts: list[str], batch_size: int = 64) -> torch.Te
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
-        ids, spans = token_spans(pipe.tokenizer, chunk)
-        hidden = _hidden_states(pipe, chunk, ids)
+        _, spans = token_spans(pipe.tokenizer, chunk)
+        hidden = pipe.encode(chunk).hidden
         out += [hidden[j, a:b].float().mean(0).cpu() for j, (a, b) in enumerate(spans)]
-    d = out[0].shape[0] if out else _width(pipe)
+    d = out[0].shape[0] if out else pipe.unet.config.cross_attention_dim
     return torch.stack(out) if out else torch.zeros(0, d)
-
-
-def _hidden_states(pipe, prompts: list[str], ids: torch.Tensor) -> torch.Tensor:
-    if pipe.family != "sdxl":
-        return pipe.text_encoder(ids.to(pipe.device))[0]
-    tok2 = pipe.tokenizer_2
-    ids2 = tok2(list(prompts), padding="max_length", max_length=tok2.model_max_length,
-                truncation=True, return_tensors="pt").input_ids
-    h1 = pipe.text_encoder(ids.to(pipe.device), output_hidden_states=True).hidden_states[-2]
-    h2 = pipe.text_encoder_2(ids2.to(pipe.device), output_hidden_states=True).hidden_states[-2]
-    return torch.cat([h1, h2], dim=-1)
-
-
-def _width(pipe) -> int:
-    d = pipe.text_encoder.config.hidden_size
-    if pipe.family == "sdxl":
-        d += pipe.text_encoder_2.config.hidden_size
-    return d
 
 
 def concept_embeddings(pipe, concepts: list[str], template: str) -> torch.Tensor:

@@ -102,8 +102,6 @@ def run_sample(req: SampleRequest) -> SampleResult:
     t0 = time.time()
     validate(req)
     base = base_for_states(req.states, req.base, req.base_config)
-    if base.family == "sdxl":
-        raise UsageError("cu sample does not support SDXL bases yet")
     ident = BaseIdentity(base.id, base.arch, base.fingerprint)
     headers = [open_checkpoint(p) for p in req.states]
     warnings: list[str] = []

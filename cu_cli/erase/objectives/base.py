@@ -45,6 +45,12 @@ class Objective:
         return dict(cls.defaults)
 
     @classmethod
+    def step_forwards(cls, cfg) -> float:
+        """UNet forward-images per step, for the cost estimate (erase/cost.py): by default one
+        no-grad reference forward plus a forward and backward (≈ 3) per sample."""
+        return 4.0 * cfg.batch
+
+    @classmethod
     def check(cls, cfg, regularizers) -> None:
         """Refuse regularizers or options this objective cannot honour (called by the plan)."""
 

@@ -65,21 +65,25 @@ class ConAbl(Objective):
         # image i belongs to concept pair p_i, anchor prompt j_i
         self.anchor_prompts = [ctx.pairs[p].anchor_prompts[j] for p, j in ctx.anchor_index]
         self.target_prompts = [ctx.pairs[p].target_prompts[j] for p, j in ctx.anchor_index]
-        ctx.embed(self.anchor_prompts + self.target_prompts)
+        ctx.cond(self.anchor_prompts + self.target_prompts)
 
     def batch_loss(self, ctx, idx):
         import torch
 
+        from cu_cli.models.families import Cond
+
         zt, t, _, _ = self.data.noised(ctx, idx)
-        c_tgt = ctx.embed([self.target_prompts[i] for i in idx.tolist()])
-        c_anc = ctx.embed([self.anchor_prompts[i] for i in idx.tolist()])
+        c_tgt = ctx.cond([self.target_prompts[i] for i in idx.tolist()])
+        c_anc = ctx.cond([self.anchor_prompts[i] for i in idx.tolist()])
         with torch.no_grad():
-            e_anc = {"current": ctx.eps, "parent": ctx.eps_parent,
-                     "base": ctx.eps_base}[ctx.cfg.conabl_anchor](zt, t, c_anc)
+            pick = ctx.cfg.conabl_anchor
+            anchor_model = (ctx.eps_base if pick == "base" else
+                            ctx.eps_parent if pick == "parent" else ctx.eps)
+            e_anc = anchor_model(zt, t, c_anc)
             eta = ctx.cfg.conabl_eta
             if eta:
                 both = ctx.eps_parent(torch.cat([zt, zt]), torch.cat([t, t]),
-                                      torch.cat([c_tgt, c_anc]))
+                                      Cond.cat([c_tgt, c_anc]))
                 p_tgt, p_anc = both.chunk(2)
                 e_anc = e_anc - eta * (p_tgt - p_anc)
         e_tgt = ctx.eps(zt, t, c_tgt)

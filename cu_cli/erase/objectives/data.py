@@ -10,10 +10,12 @@ def encode_images(pipe, imgs) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [N, H, W, 3] -> posterior (mean, std) of the VAE, unscaled."""
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(pipe.device)
     means, stds = [], []
-    for i in range(0, len(x), 64):
-        d = pipe.vae.encode(x[i:i + 64]).latent_dist
-        means.append(d.mean)
-        stds.append(d.std)
+    n = min(64, pipe.vae_slice())
+    for i in range(0, len(x), n):
+        with pipe.autocast():
+            d = pipe.vae.encode(x[i:i + n]).latent_dist
+        means.append(d.mean.float())
+        stds.append(d.std.float())
     return torch.cat(means), torch.cat(stds)
 
 
@@ -24,6 +26,7 @@ class LatentBatches:
         self.mean, self.std = encode_images(pipe, imgs)
         self.scale = pipe.vae.config.scaling_factor
         self.sched = pipe.noise_scheduler()
+        self.prediction_type = pipe.prediction_type
 
     def __len__(self):
         return len(self.mean)
@@ -41,7 +44,7 @@ class LatentBatches:
 
     def target(self, z0, noise, t):
         """What the model should predict for ``prediction_type`` (ε or v)."""
-        if self.sched.config.prediction_type == "v_prediction":
+        if self.prediction_type == "v_prediction":
             return self.sched.get_velocity(z0, noise, t)
         return noise
 

@@ -44,7 +44,7 @@ class EraseDiff(Objective):
         self.forget = LatentBatches(ctx.pipe, ctx.forget_images)
         self.remain_prompts = [ctx.pairs[p].anchor_prompts[j] for p, j in ctx.anchor_index]
         self.forget_prompts = [ctx.pairs[p].target_prompts[j] for p, j in ctx.anchor_index]
-        ctx.embed(self.remain_prompts + self.forget_prompts)
+        ctx.cond(self.remain_prompts + self.forget_prompts)
         self.per_cycle = max(1, ctx.cfg.steps // ctx.cfg.erasediff_cycles)
         self.ell_bar = 0.0
 
@@ -54,8 +54,8 @@ class EraseDiff(Objective):
 
         idx = ctx.randint(len(self.forget), ctx.cfg.batch)
         zt, t, _, _ = self.forget.noised(ctx, idx)
-        c_f = ctx.embed([self.forget_prompts[i] for i in idx.tolist()])
-        c_a = ctx.embed([self.remain_prompts[i] for i in idx.tolist()])
+        c_f = ctx.cond([self.forget_prompts[i] for i in idx.tolist()])
+        c_a = ctx.cond([self.remain_prompts[i] for i in idx.tolist()])
         with torch.no_grad():
             e_a = ctx.eps(zt, t, c_a)
         return F.mse_loss(ctx.eps(zt, t, c_f), e_a)
@@ -65,7 +65,7 @@ class EraseDiff(Objective):
 
         idx = ctx.randint(len(self.remain), ctx.cfg.batch)
         zt, t, noise, z0 = self.remain.noised(ctx, idx)
-        c_r = ctx.embed([self.remain_prompts[i] for i in idx.tolist()])
+        c_r = ctx.cond([self.remain_prompts[i] for i in idx.tolist()])
         return F.mse_loss(ctx.eps(zt, t, c_r), self.remain.target(z0, noise, t))
 
     def before_step(self, ctx, engine, step: int) -> None:

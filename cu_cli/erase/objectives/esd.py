@@ -40,18 +40,25 @@ class ESD(Objective):
             out["lr"] = 5e-6  # the reference's ESD object rate for esd-u (method-notes §3)
         return out
 
+    @classmethod
+    def step_forwards(cls, cfg) -> float:
+        # teacher: on average K/2 CFG steps (2 forwards each), then 2 parent + 1 trained pass
+        return cfg.batch * (cfg.ddim_steps + 5.0)
+
     def prepare(self, ctx) -> None:
         self.prompts = [p for pair in ctx.pairs for p in pair.concept_prompts]
-        ctx.embed(self.prompts + [""])
+        ctx.cond(self.prompts + [""])
         self.sch = ctx.pipe.ddim(ctx.cfg.ddim_steps)
 
     def _teacher_xk(self, ctx, k: int, c, u):
         import torch
 
+        from cu_cli.models.families import Cond
+
         sch = self.sch
         with torch.no_grad():
-            x = ctx.randn((c.shape[0],) + ctx.pipe.latent_shape).to(c.device) * sch.init_noise_sigma
-            ctx2 = torch.cat([u, c])
+            x = ctx.randn((len(c),) + ctx.pipe.latent_shape).to(c.device) * sch.init_noise_sigma
+            ctx2 = Cond.cat([u, c])
             for t in sch.timesteps[:k]:
                 inp = sch.scale_model_input(torch.cat([x, x]), t)
                 e_u, e_c = ctx.eps_parent(inp, t, ctx2).chunk(2)
@@ -64,12 +71,12 @@ class ESD(Objective):
 
         b = ctx.cfg.batch
         idx = ctx.randint(len(self.prompts), b).tolist()
-        c = ctx.embed([self.prompts[i] for i in idx])
-        u = ctx.embed([""] * b)
+        c = ctx.cond([self.prompts[i] for i in idx])
+        u = ctx.cond([""] * b)
         k = int(ctx.randint(len(self.sch.timesteps), 1))
         xk, t = self._teacher_xk(ctx, k, c, u)
         xin = self.sch.scale_model_input(xk, t)
-        tt = torch.full((b,), int(t), dtype=torch.long)
+        tt = torch.full((b,), int(t), dtype=torch.long, device=xin.device)
         e_c = ctx.eps_parent(xin, tt, c)
         e_0 = ctx.eps_parent(xin, tt, u)
         target = e_c - ctx.cfg.negative_guidance * (e_c - e_0)

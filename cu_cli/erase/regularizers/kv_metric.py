@@ -91,7 +91,8 @@ class KVMetric(Regularizer):
         if dirty:
             self.parts.append((sum(dirty).to(dev), ctx.parent_values))
         if clean:
-            base = {k: v.to(dev) for k, v in ctx.base_values().items() if k in self.keys}
+            base = {k: v.to(dev, ctx.parent_values[k].dtype)
+                    for k, v in ctx.base_values().items() if k in self.keys}
             self.parts.append((sum(clean).to(dev), base))
 
     def _preserve_moments(self, ctx, plan, erased: list[str]) -> list:

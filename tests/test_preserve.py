@@ -90,3 +90,14 @@ def test_deflated_projector_frees_target_and_protects_the_rest():
     assert torch.allclose(P @ t, t, atol=1e-3)  # the target's direction moves freely
     assert float((P @ Cd).norm()) < 1e-3 * float(Cd.norm())  # the rest stays protected
     assert torch.equal(deflate(C, torch.zeros(0, 0)), C)
+
+
+def test_names_any_matches_whole_words_and_both_spellings():
+    """preserve_ref base holds prompts that name no erased concept at the base (kv_metric.py)."""
+    from cu_cli.erase.preserve import names_any
+
+    assert names_any("a star in neon stripes style", ["neon stripes"])
+    assert not names_any("a star in neon stripesx style", ["neon stripes"])
+    assert not names_any("a star in neon dots style", ["neon stripes", "ember dots"])
+    assert names_any("A painting in Van Gogh style", ["Van_Gogh"])
+    assert not names_any("a house", [])

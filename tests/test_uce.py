@@ -80,3 +80,22 @@ def test_cu_erase_uce_on_the_tiny_pipeline(runner, tmp_path, family, request):
                      (["--params", "xattn"], "kv-xattn")):
         r = runner.invoke(app, [*args, *bad, "-o", str(tmp_path / "bad.safetensors")])
         assert r.exit_code == 2 and msg in r.output, r.output
+
+
+def test_pull_term_moves_preserved_states_toward_their_own_reference():
+    """preserve_ref base: a metric part held at W_ref + D adds D·M to the normal equations, so
+    with no erase pairs ΔW = D·M·(M + λI)⁻¹ (ops/closed_form.py)."""
+    import torch
+
+    from cu_cli.ops.closed_form import solve_update
+
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    H = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    M, D, lam = H @ H.T / 9, torch.randn(5, 4, generator=g, dtype=torch.float64), 0.1
+    C, V = torch.zeros(4, 0, dtype=torch.float64), torch.zeros(5, 0, dtype=torch.float64)
+    dW, _ = solve_update(W, C, V, M, lam, pull=D @ M)
+    want = D @ M @ torch.linalg.inv(M + lam * torch.eye(4, dtype=torch.float64))
+    assert torch.allclose(dW, want, atol=1e-10)
+    # the preserved states end near W + D (what the base gives them), not at W
+    assert ((W + dW - (W + D)) @ H).norm() < 0.2 * (D @ H).norm()

@@ -40,6 +40,19 @@ def _cell(steps: dict, k: int) -> str:
     return f"{s['ua']:.1f} / {s['ra_i']:.1f} / {s['ra_c']:.1f} / {s['l2']:.2f}"
 
 
+def _timing(steps: list[dict]) -> tuple[str, str]:
+    """(study minutes, mean erase seconds per request) as recorded; "–" where unknown. Rows
+    without ``erase_seconds`` come from single-pass runs, whose ``seconds`` are wall times."""
+    if not any("erase_seconds" in s for s in steps):
+        return f"{sum(s['seconds'] for s in steps) / 60:.1f}", "–"
+    erase = [s.get("erase_seconds") for s in steps]
+    per = "–" if None in erase else f"{sum(erase) / len(erase):.1f}"
+    evals = [s.get("eval_seconds") for s in steps if s.get("ua") is not None]
+    if None in erase or None in evals:
+        return "–", per
+    return f"{sum(s['seconds'] for s in steps) / 60:.1f}", per
+
+
 def summary() -> str:
     rows = []
     for path in sorted(glob.glob(os.path.join(STUDIES, "*", "results.json"))):
@@ -48,17 +61,20 @@ def summary() -> str:
         st = res["study"]
         steps = {s["k"]: s for s in res["steps"]}
         study_file = f"sample_requests/studies/{st['name']}.yaml"
-        secs = sum(s["seconds"] for s in res["steps"])
+        minutes, per_request = _timing(res["steps"])
         rows.append(f"| [{st['name']}](results/studies/{st['name']}/report.md) | {st['setting']} | "
                     + " | ".join(_cell(steps, k) for k in AT)
-                    + f" | {secs / 60:.1f} | `cu run {study_file}` |")
+                    + f" | {minutes} | {per_request} | `cu run {study_file}` |")
     head = ["# Results: chains of requests on MiniCanvas", "",
             "Every number below comes from `cu run` of the named study file on MiniCanvas v3 "
             "(2-core CPU; the study page has every step, the retention matrix and plots; "
             "`results.json` there has the payload hashes). Cells: UA / RA-I / RA-C / "
             "‖θ−θ₀‖ after request k. Regenerate with `python tools/record_studies.py RUN_DIR...`.",
-            "", "| study | setting | k = 1 | k = 3 | k = 6 | k = 12 | minutes | command |",
-            "|---|---|---|---|---|---|---|---|"]
+            "`minutes`: the whole study (erase + eval + drift of every step, as each step's "
+            "lineage and evaluation recorded it; – where a resumed run lacks an evaluation's "
+            "time); `s/request`: mean erase wall time per request.",
+            "", "| study | setting | k = 1 | k = 3 | k = 6 | k = 12 | minutes | s/request | "
+            "command |", "|---|---|---|---|---|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"
 
 

@@ -107,6 +107,9 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     warnings = check_base(parent, ident, req.allow_base_mismatch) if parent is not None else []
     world = get_world(base.world)
     cfg, pairs = _config_and_pairs(req.cfg or EraseConfig(), req, world, erase_profile(base.world))
+    from cu_cli.erase.objectives import ERASE_OBJECTIVES
+
+    cfg = ERASE_OBJECTIVES[cfg.method].resolve_inputs(cfg, has_parent=req.parent is not None)
     basis_header = None
     if req.basis:
         from cu_cli.ckpt.basis import read_basis_header
@@ -124,8 +127,6 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
                      basis=req.basis, regularizers=(),
                      preserve_file_prompts=req.preserve_prompts,
                      allow_base_mismatch=req.allow_base_mismatch, argv=req.argv, warnings=warnings)
-    from cu_cli.erase.objectives import ERASE_OBJECTIVES
-
     regs = _active_regularizers(cfg, plan)
     ERASE_OBJECTIVES[cfg.method].check(cfg, regs)
     return replace(plan, regularizers=regs)

@@ -19,7 +19,7 @@ ERASE_DEFAULTS = {
         steps=120, lr=6e-4, batch=16, anchor_images=128,
         context_weight=4.0,  # request-context K/V penalty (erase/context_tokens.py)
         conabl_eta=0.05,  # negative guidance of the target by the parent (objectives/conabl.py)
-        conabl_anchor="base",  # the root base predicts the anchor target (chains: docs/erase.md)
+        conabl_anchor="auto",  # from request 2 of a chain the base predicts the anchor target
     ),
     "esd": dict(steps=150, lr=2e-4, batch=8),
     "erasediff": dict(steps=120, lr=4e-4, batch=16, anchor_images=128),

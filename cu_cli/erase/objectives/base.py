@@ -51,6 +51,12 @@ class Objective:
         return 4.0 * cfg.batch
 
     @classmethod
+    def resolve_inputs(cls, cfg, has_parent: bool):
+        """Resolve option values that depend on the request's inputs (called by the plan, after
+        the defaults): by default none."""
+        return cfg
+
+    @classmethod
     def check(cls, cfg, regularizers) -> None:
         """Refuse regularizers or options this objective cannot honour (called by the plan)."""
 

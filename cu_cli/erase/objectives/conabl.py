@@ -16,7 +16,9 @@ the η term steers the target prompt off the concept instead.
 ``conabl_anchor`` (a cu extension for chains): the anchor branch ε(z_t,t,c_anc) is by default the
 current model (the reference); ``base`` takes it from the root base θ₀ instead, so request n's
 target is the base's prediction of the anchor prompt, not one that has drifted with n − 1 earlier
-requests (the drift compounds otherwise: the target follows the model it trains).
+requests (the drift compounds otherwise: the target follows the model it trains). ``auto`` (the
+MiniCanvas default) is ``current`` for a request from the base and ``base`` for a request from a
+parent state, resolved by the plan from the request's inputs.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ class Options:
         "guidance η, a cu extension; 0 = the reference).", float, ge=0)
     conabl_anchor: str | None = opt(
         None, "ConAbl: which model predicts the anchor target: current (the reference: the "
-        "model being trained), parent (frozen θₙ₋₁) or base (root θ₀, so a chain's targets do "
-        "not drift with it; a cu extension).", str, choices=("current", "parent", "base"),
+        "model being trained), parent (frozen θₙ₋₁), base (root θ₀, so a chain's targets do "
+        "not drift with it; a cu extension), or auto (current for a request from the base, "
+        "base for one --from a state).", str, choices=("current", "parent", "base", "auto"),
         neutral="current")
     detach_bos: bool = opt(
         True, "ConAbl: detach K/V at the BOS token (the Custom Diffusion processor).", bool,
@@ -51,6 +54,16 @@ class ConAbl(Objective):
     defaults = dict(steps=1000, lr=8e-6, batch=4, clip=1.0, weight_decay=0.01, anchor_images=200,
                     anchor_steps=100, anchor_guidance=6.0, mask_border=1, hflip=True,
                     conabl_eta=0.0, conabl_anchor="current")
+
+    @classmethod
+    def resolve_inputs(cls, cfg, has_parent: bool):
+        """``conabl_anchor: auto`` → ``base`` when the request continues a chain (it has a
+        parent state), ``current`` (the reference) for a request from the base."""
+        from dataclasses import replace
+
+        if cfg.conabl_anchor == "auto":
+            return replace(cfg, conabl_anchor="base" if has_parent else "current")
+        return cfg
 
     def hooks(self, ctx) -> list:
         from cu_cli.erase.context import detach_bos_hooks

@@ -153,8 +153,9 @@ def main() -> None:
         "Acceptance (issue 6): the 12-input peak grows by less than 2 checkpoints' size over the "
         "2-input peak. Inputs are read one key at a time (`load_tensors(path, [key])`, mapped "
         "only during the read) and folded into per-key accumulators (`ops/merge.py`), so memory "
-        "is ≈ the output (held until the atomic write, plus the serialisation copies) + a few "
-        "float64 copies of the largest key, independent of the number of inputs.",
+        "is ≈ a few float64 copies of the largest key: each merged key is streamed into the "
+        "output's temporary file (`write_checkpoint_stream`, issue 17), independent of the "
+        "number of inputs and of the checkpoint's size.",
         "",
     ]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)

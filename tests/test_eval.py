@@ -135,3 +135,44 @@ def test_gates_ignore_the_base_row(runner, tmp_path, tiny_sd1, fake_classifier):
     plain = json.loads(runner.invoke(app, args).stdout)["states"][0]["metrics"]["ua"]
     r = runner.invoke(app, args + ["--with-base", "--fail-under", f"ua={plain}"])
     assert r.exit_code == 0, r.output
+
+
+# ------------------------------------------------------ concept spelling (issue 17: Van Gogh ↔ Van_Gogh)
+def test_protocol_match_is_case_space_underscore_insensitive():
+    from cu_cli._util.errors import UsageError
+
+    p = get_protocol("unlearncanvas-style")
+    assert p.match(["Van Gogh", "van_gogh", "VAN  GOGH", "Van_Gogh", " pop art "]) == \
+        ["Van_Gogh"] * 4 + ["Pop_Art"]
+    with pytest.raises(UsageError, match="closest: Van_Gogh"):
+        p.match(["Van Goh"], "--erased")
+    with pytest.raises(UsageError, match="not a style of protocol unlearncanvas-style"):
+        p.match(["Bears"])
+    assert get_protocol("unlearncanvas-object").match(["bears"]) == ["Bears"]
+
+
+def test_eval_maps_given_and_recorded_spellings(runner, tmp_path, tiny_sd1, fake_classifier):
+    import torch
+
+    from cu_cli.models.base import resolve_base
+    from tests.helpers import kv_keys, make_ckpt
+
+    retain = tmp_path / "retain.txt"
+    retain.write_text("bricks\n")
+    args = ["eval", "--base", tiny_sd1, "--protocol", "unlearncanvas-style", "--classifier",
+            "fake", "--seeds", "1", "--steps", "1", "--retain-file", str(retain), "--json"]
+    r = runner.invoke(app, args + ["--erased", "Van Gogh"])
+    assert r.exit_code == 0, r.output
+    (s,) = json.loads(r.stdout)["states"]
+    assert s["erased"] == ["Van_Gogh"] and s["images"] == 2 * 8
+    assert "'Van Gogh' is spelled 'Van_Gogh'" in r.stderr
+    base = resolve_base(tiny_sd1)
+    k = kv_keys(base)[0]
+    a = make_ckpt(tmp_path / "a.safetensors", base, {k: torch.randn(base.shapes()[k])},
+                  ["Van Gogh"])
+    r = runner.invoke(app, args[:1] + [a] + args[3:])
+    assert r.exit_code == 0, r.output
+    (s,) = json.loads(r.stdout)["states"]
+    assert s["path"] == a and s["erased"] == ["Van_Gogh"]
+    r = runner.invoke(app, args + ["--erased", "Van Goh"])
+    assert r.exit_code == 2 and "closest: Van_Gogh" in r.stderr and r.stdout == ""

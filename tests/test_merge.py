@@ -247,3 +247,45 @@ def test_cli_output_checks(runner, tiny_sd1, ckpts, tmp_path):
     r = _cu(runner, args + [str(out), "--force"])
     assert r.exit_code == 0, r.output
     assert os.path.getsize(out) > 100
+
+
+# ------------------------------------------------ streaming write == the in-memory write (issue 17)
+@pytest.mark.parametrize("method,extra", [
+    ("ties", ["--lambda", "1.5", "--density", "0.5"]),
+    ("task-arithmetic", ["--lambda", "0.7", "--density", "0.8", "--weight", "2", "--weight", "1"]),
+    ("uniform", ["--weight", "1", "--weight", "3"]),
+])
+def test_streamed_merge_payload_equals_in_memory_write(runner, tiny_sd1, ckpts, tmp_path, method,
+                                                       extra):
+    """The streamed output has the payload hash the pre-streaming code wrote: the merged dict
+    built in memory with the same merge functions, written with ``write_checkpoint``."""
+    from cu_cli.ckpt.checkpoint import BaseIdentity, open_checkpoint, write_checkpoint
+    from cu_cli.ckpt.format import load_tensors, payload_sha256
+    from cu_cli.ckpt.lineage import make_step
+    from cu_cli.models.base import resolve_base
+
+    out = tmp_path / "m.safetensors"
+    r = _cu(runner, ["merge", ckpts["a"], ckpts["b"], "--base", tiny_sd1, "--method", method,
+                     "-o", str(out)] + extra)
+    assert r.exit_code == 0, r.output
+    h = open_checkpoint(str(out))  # header hash and payload hash verified
+    params = h.json("cu.lineage")[0]["params"]
+    base = resolve_base(tiny_sd1)
+    ta, tb = load_tensors(ckpts["a"]), load_tensors(ckpts["b"])
+    fn = MERGE_METHODS[method]["fn"]
+    merged = {k: fn(base.get_tensors([k])[k], (ta.get(k), tb.get(k)), params["weights"],
+                    params["densities"], params["lambda"]).to(torch.float32)
+              for k in sorted(set(ta) | set(tb))}
+    ident = BaseIdentity(base.id, base.arch, base.fingerprint)
+    old = tmp_path / "old.safetensors"
+    want = write_checkpoint(str(old), merged, ident, make_step("merge", argv=["t"]),
+                            erased=h.json("cu.erased"))
+    assert h.payload_sha256 == want == payload_sha256(str(out))
+    got = load_tensors(str(out))
+    assert set(got) == set(merged) and all(torch.equal(got[k], merged[k]) for k in got)
+    ho = open_checkpoint(str(old))
+    assert ho.tensors == h.tensors  # same entries and offsets
+    assert h.data_start % 8 == 0 and os.path.getsize(out) - h.data_start == \
+        os.path.getsize(old) - ho.data_start
+    step = h.json("cu.lineage")[0]
+    assert step["wall_seconds"] is not None and step["peak_memory_mb"] > 0

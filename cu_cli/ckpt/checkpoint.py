@@ -62,21 +62,12 @@ def check_base(h: Header, base: BaseIdentity, allow_mismatch: bool = False) -> l
     raise IncompatibleError(msg, hint="pass the base it was made from, or --allow-base-mismatch")
 
 
-def write_checkpoint(out: str, tensors: dict, base: BaseIdentity, step: dict,
-                     parents: list[Header] = (), erased: list[str] | None = None,
-                     lineage: list[dict] | None = None) -> str:
-    """Write a ``cu.kind=checkpoint`` file atomically; returns its payload hash.
-
-    ``tensors`` must already hold the union of the parents' keys and the new ones, as fp32.
-    ``lineage`` defaults to the single parent's lineage plus ``step``.
-    """
-    import torch
-
+def checkpoint_metadata(base: BaseIdentity, step: dict, parents: list[Header] = (),
+                        erased: list[str] | None = None,
+                        lineage: list[dict] | None = None) -> dict:
+    """The ``cu.*`` header of a ``cu.kind=checkpoint`` file (see :func:`write_checkpoint`)."""
     from cu_cli.ckpt.lineage import cu_version
 
-    bad = [k for k, v in tensors.items() if v.dtype != torch.float32]
-    if bad:
-        raise CuError(f"internal: tensor {bad[0]} is {tensors[bad[0]].dtype}, checkpoints hold fp32")
     if lineage is None:
         lineage = (parents[0].json("cu.lineage", []) if parents else []) + [step]
     if erased is None:
@@ -84,7 +75,7 @@ def write_checkpoint(out: str, tensors: dict, base: BaseIdentity, step: dict,
         for c in step.get("concepts", []):
             if c not in erased:
                 erased.append(c)
-    meta = {
+    return {
         "cu.format_version": str(FORMAT_VERSION),
         "cu.kind": "checkpoint",
         "cu.base.id": base.id,
@@ -97,4 +88,41 @@ def write_checkpoint(out: str, tensors: dict, base: BaseIdentity, step: dict,
         "cu.dtype": "float32",
         "cu.created_by": f"cu_cli {cu_version()}",
     }
-    return write_safetensors(out, tensors, meta)
+
+
+def write_checkpoint(out: str, tensors: dict, base: BaseIdentity, step: dict,
+                     parents: list[Header] = (), erased: list[str] | None = None,
+                     lineage: list[dict] | None = None) -> str:
+    """Write a ``cu.kind=checkpoint`` file atomically; returns its payload hash.
+
+    ``tensors`` must already hold the union of the parents' keys and the new ones, as fp32.
+    ``lineage`` defaults to the single parent's lineage plus ``step``.
+    """
+    import torch
+
+    bad = [k for k, v in tensors.items() if v.dtype != torch.float32]
+    if bad:
+        raise CuError(f"internal: tensor {bad[0]} is {tensors[bad[0]].dtype}, checkpoints hold fp32")
+    return write_safetensors(out, tensors, checkpoint_metadata(base, step, parents, erased, lineage))
+
+
+def write_checkpoint_stream(out: str, shapes: dict, produce, base: BaseIdentity, step,
+                            parents: list[Header] = (), erased: list[str] | None = None,
+                            lineage_before: list[dict] | None = None) -> str:
+    """:func:`write_checkpoint` one fp32 tensor at a time (``cu merge`` of full-UNet states).
+
+    ``shapes``: key -> shape; ``produce(key)`` returns that fp32 tensor (called once per key, in
+    name order; only one is alive at a time). ``step()`` builds the lineage step; it is called
+    before the data (to size the header) and again after it, so its timings cover the whole
+    computation. The lineage is ``lineage_before`` (default: the single parent's) plus the step.
+    Same payload hash as :func:`write_checkpoint` for the same tensors.
+    """
+    from cu_cli.ckpt.format import write_safetensors_stream
+
+    if lineage_before is None:
+        lineage_before = parents[0].json("cu.lineage", []) if parents else []
+    s0 = step()
+    meta = checkpoint_metadata(base, s0, parents, erased, lineage=[*lineage_before, s0])
+    specs = {k: ("F32", tuple(v)) for k, v in shapes.items()}
+    return write_safetensors_stream(out, specs, produce, meta,
+                                    finalize=lambda: {"cu.lineage": [*lineage_before, step()]})

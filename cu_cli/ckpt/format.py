@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 from cu_cli._util.errors import CuError, IncompatibleError
-from cu_cli._util.fs import atomic_write_bytes, read_error
+from cu_cli._util.fs import atomic_path, atomic_write_bytes, read_error
 
 FORMAT_VERSION = 1
 KNOWN_KEYS = {
@@ -322,6 +322,93 @@ def write_safetensors(path: str, tensors: dict, metadata: dict, derived=None) ->
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * ((8 - len(raw) % 8) % 8)  # keep the data section 8-byte aligned
     atomic_write_bytes(path, [struct.pack("<Q", len(raw)), raw, data])
+    return payload
+
+
+# safetensors' data order: dtypes by descending rank of its ``Dtype`` enum, then names (bytewise)
+_DTYPE_RANK = ("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32",
+               "U32", "F32", "F64", "I64", "U64")
+_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                 "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                 "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+_HASH_PLACEHOLDER = "sha256:" + "0" * 64
+HEADER_SLACK = 1024  # bytes reserved for metadata that ``finalize`` may grow (timings, peaks)
+
+
+def data_order(specs: dict) -> list[str]:
+    """Tensor names in the order safetensors lays out their data (``specs``: name -> (dtype,
+    shape)); the payload hash depends on it."""
+    rank = {d: i for i, d in enumerate(_DTYPE_RANK)}
+    return sorted(specs, key=lambda k: (-rank[specs[k][0]], k.encode()))
+
+
+def write_safetensors_stream(path: str, specs: dict, produce, metadata: dict,
+                             finalize=None) -> str:
+    """Write a safetensors file one tensor at a time; same data section, ``cu.payload_sha256``
+    and ``cu.header_sha256`` as :func:`write_safetensors` for the same tensors and metadata.
+
+    ``specs`` maps name -> (safetensors dtype, shape); ``produce(name)`` is called once per name,
+    in :func:`data_order`, and must return that tensor (NaN/inf refused, exit 1, nothing written);
+    only one produced tensor is alive at a time. ``finalize()`` may return metadata computed after
+    the data (timings): the header is written last, over space reserved before the data (JSON
+    ending in spaces, which every safetensors reader accepts). Returns the payload hash.
+    """
+    import torch
+
+    meta = encode_metadata({"format": "pt", **metadata})
+    meta.pop(HEADER_HASH_KEY, None)
+    order = data_order(specs)
+    entries, pos = {}, 0
+    for k in order:
+        dtype, shape = specs[k]
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        entries[k] = {"dtype": dtype, "shape": [int(d) for d in shape],
+                      "data_offsets": [pos, pos + numel * DTYPE_BYTES[dtype]]}
+        pos += numel * DTYPE_BYTES[dtype]
+
+    def render(m: dict) -> bytes:
+        m = {**m, "cu.payload_sha256": payload}
+        m[HEADER_HASH_KEY] = header_sha256(m)
+        return json.dumps({"__metadata__": m, **entries}, separators=(",", ":")).encode()
+
+    payload = _HASH_PLACEHOLDER
+    reserved = len(render(meta)) + HEADER_SLACK
+    reserved += (8 - reserved % 8) % 8
+    h = hashlib.sha256()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"\0" * (8 + reserved))
+            for k in order:
+                t = produce(k)
+                if not isinstance(t, torch.Tensor):
+                    raise CuError(f"tensor {k!r} is not a torch.Tensor")
+                dtype, shape = specs[k]
+                if str(t.dtype) != "torch." + _TORCH_DTYPES[dtype] or list(t.shape) != \
+                        entries[k]["shape"]:
+                    raise CuError(f"internal: tensor {k} is {t.dtype} {tuple(t.shape)}, "
+                                  f"announced {dtype} {tuple(shape)}")
+                bad = nonfinite_count(t)
+                if bad:
+                    raise CuError(f"refusing to write {path or 'the output'}: tensor {k} has "
+                                  f"{bad} non-finite value(s) (NaN/inf); nothing written")
+                raw = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+                h.update(raw)
+                f.write(raw)
+                del t, raw
+            payload = "sha256:" + h.hexdigest()
+            if finalize is not None:
+                meta.update(encode_metadata(finalize()))
+                meta.pop(HEADER_HASH_KEY, None)
+            head = render(meta)
+            if len(head) > reserved:
+                raise CuError(f"internal: the header of {path} outgrew the {HEADER_SLACK} bytes "
+                              "reserved for it")
+            f.seek(0)
+            f.write(struct.pack("<Q", reserved))
+            f.write(head + b" " * (reserved - len(head)))
+            f.flush()
     return payload
 
 

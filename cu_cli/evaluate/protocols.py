@@ -73,13 +73,40 @@ class Protocol:
         concepts = list(dict.fromkeys(list(erased) + list(self.retain_in)))
         return [(c, o, s) for c in concepts for o in self.retain_cross for s in self.seeds]
 
-    def check_erased(self, erased: list[str]) -> None:
+    def match(self, names: list[str], what: str = "") -> list[str]:
+        """Each name in the protocol's spelling: exact, else case-, space- and
+        underscore-insensitive (``Van Gogh``, ``van_gogh`` → ``Van_Gogh``). An unknown name is a
+        usage error (exit 2) naming the closest spellings."""
+        return [self.match_one(n, what) for n in names]
+
+    def match_one(self, name: str, what: str = "") -> str:
         from cu_cli._util.errors import UsageError
 
-        bad = [c for c in erased if c not in self.in_domain]
-        if bad:
-            raise UsageError(f"{bad[0]!r} is not a {self.domain} of protocol {self.name} "
-                             f"({', '.join(self.in_domain)})")
+        known = self.in_domain
+        if name in known:
+            return name
+        key = concept_key(name)
+        hits = [c for c in known if concept_key(c) == key]
+        if len(hits) == 1:
+            return hits[0]
+        import difflib
+
+        by_key = {concept_key(c): c for c in known}
+        close = [by_key[k] for k in difflib.get_close_matches(key, list(by_key), n=3, cutoff=0.6)]
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        where = f"{what} " if what else ""
+        raise UsageError(f"{where}{name!r} is not a {self.domain} of protocol {self.name}{hint} "
+                         f"(known: {', '.join(known)})")
+
+    def check_erased(self, erased: list[str]) -> None:
+        self.match(erased)
+
+
+def concept_key(name: str) -> str:
+    """Spelling-insensitive form of a concept name: case folded, runs of spaces/underscores → _."""
+    import re
+
+    return re.sub(r"[\s_]+", "_", name.strip()).casefold()
 
 
 def _minicanvas(name: str, prompt_variant: str) -> Protocol:

@@ -103,14 +103,21 @@ def run_eval(req: EvalRequest) -> EvalResult:
     all_erased = [c for e in erased_lists for c in e]
     name = req.protocol or default_protocol(get_world(base.world), req.erased or all_erased)
     proto = _override(get_protocol(name, req.prompt_variant), req)
-    for e in erased_lists + ([req.erased] if req.erased else []):
-        proto.check_erased(e)
+    given = list(erased_lists)
+    erased_lists = [proto.match(e, "--erased" if req.erased is not None else
+                                f"{h.path}: erased concept") for e, h in zip(erased_lists, headers)]
+    req_erased = proto.match(req.erased, "--erased") if req.erased else req.erased
+    renamed = {a: b for e, m in zip(given + [req.erased or []], erased_lists + [req_erased or []])
+               for a, b in zip(e, m) if a != b}
+    warnings += [f"concept {a!r} is spelled {b!r} in protocol {proto.name}"
+                 for a, b in renamed.items()]
+    all_erased = [c for e in erased_lists for c in e]
     session = ModelSession(base, device, dtype)
     spec = req.classifier or proto.classifier
     classifiers = _classifiers(spec, proto, device)
     targets: list[tuple[str | None, list[str]]] = []
     if req.include_base or not req.states:  # the base is scored on every concept the states erased
-        targets.append((None, list(req.erased or dict.fromkeys(all_erased))))
+        targets.append((None, list(req_erased or dict.fromkeys(all_erased))))
     targets += [(h.path, e) for h, e in zip(headers, erased_lists)]
     result = EvalResult(
         protocol=proto.name, base=base.id, classifier=spec,
@@ -176,8 +183,7 @@ def _override(proto: Protocol, req: EvalRequest) -> Protocol:
     if req.guidance is not None:
         kw["guidance"] = req.guidance
     if req.retain is not None:
-        proto.check_erased(req.retain)
-        kw["retain_in"] = tuple(dict.fromkeys(req.retain))
+        kw["retain_in"] = tuple(dict.fromkeys(proto.match(req.retain, "--retain")))
     return replace(proto, **kw) if kw else proto
 
 

@@ -7,9 +7,12 @@ only matching keys are merged and written, so keys outside the filter are **left
 (dropped from the output; a warning counts them).
 
 Memory: for each key the base tensor is read with ``Base.get_tensors([key])`` and each input's
-tensor with ``load_tensors(path, [key])`` (file mapped only during the read), and fed lazily to
-the streaming ops in ``ops/merge.py``; peak ≈ the output plus a few copies of one key, independent
-of the number of inputs (``benchmarks/bench_merge.py``).
+tensor with ``load_tensors(path, [key])`` (file mapped only during the read), fed lazily to the
+streaming ops in ``ops/merge.py``, and the merged tensor is written straight into the output's
+temporary file (``write_checkpoint_stream``: header sized first, data streamed, header with the
+payload hash written last). Peak ≈ a few float64 copies of the largest key, independent of the
+number of inputs and of the state's size (``benchmarks/bench_merge.py``,
+``benchmarks/merge_memory.py``).
 
 The output's lineage is one new list ``[merge step]``: ``parents`` = input payload hashes,
 ``params`` = the resolved method/λ/weights/densities/keys, ``inputs`` = each input's lineage;
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 
 from cu_cli._util.errors import IncompatibleError, UsageError
 from cu_cli._util.fs import check_output_path
-from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint, write_checkpoint
+from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint, write_checkpoint_stream
 from cu_cli.ckpt.format import load_tensors
 from cu_cli.ckpt.lineage import make_step
 from cu_cli.ops.merge import MERGE_METHODS
@@ -132,14 +135,16 @@ def run_merge(req: MergeRequest, progress=None) -> MergeResult:
                                         f"does not fit the base, which {what}")
 
     fn = MERGE_METHODS[req.method]["fn"]
-    merged = {}
-    for i, k in enumerate(keys):
+    done = [0]
+
+    def produce(k: str):
         ref = base.get_tensors([k])[k]
         models = (load_tensors(h.path, [k])[k] if k in h.tensors else None for h in headers)
-        merged[k] = fn(ref, models, weights, dens, lam).to(torch.float32)
-        del ref
+        out_t = fn(ref, models, weights, dens, lam).to(torch.float32)
+        done[0] += 1
         if progress:
-            progress(i + 1, len(keys))
+            progress(done[0], len(keys))
+        return out_t
 
     erased: list[str] = []
     for h in headers:
@@ -149,11 +154,15 @@ def run_merge(req: MergeRequest, progress=None) -> MergeResult:
     hashes = [h.payload_sha256 for h in headers]
     params = {"method": req.method, "lambda": lam, "weights": weights, "densities": dens,
               "keys": req.keys}
-    step = make_step("merge", concepts=erased, method=req.method, params=params, parents=hashes,
-                     argv=req.argv, wall_seconds=time.time() - t0,
-                     inputs=[h.json("cu.lineage", []) for h in headers])
-    payload = write_checkpoint(out, merged, ident, step, parents=headers, erased=erased,
-                               lineage=[step])
+    lineages = [h.json("cu.lineage", []) for h in headers]
+
+    def step() -> dict:
+        return make_step("merge", concepts=erased, method=req.method, params=params,
+                         parents=hashes, argv=req.argv, wall_seconds=time.time() - t0,
+                         inputs=lineages)
+
+    payload = write_checkpoint_stream(out, {k: shapes[k] for k in keys}, produce, ident, step,
+                                      parents=headers, erased=erased, lineage_before=[])
     inputs = [{"path": h.path, "payload_sha256": s, "weight": w, "density": d}
               for h, s, w, d in zip(headers, hashes, weights, dens)]
     return MergeResult(path=out, payload_sha256=payload, method=req.method, inputs=inputs,

@@ -106,7 +106,10 @@ class World:
 
     def default_protocol(self, erased: list[str]) -> str:
         """The object protocol when every erased concept is an object, else the style one."""
-        if erased and all(c in self.objects for c in erased):
+        from cu_cli.evaluate.protocols import concept_key
+
+        objects = {concept_key(o) for o in self.objects}
+        if erased and all(concept_key(c) in objects for c in erased):
             return "minicanvas-object"
         return "minicanvas-style"
 

@@ -55,6 +55,14 @@ def tiny_sdxl(tmp_path_factory) -> str:
     return save_tiny(str(tmp_path_factory.mktemp("tiny-sdxl")), "sdxl")
 
 
+@pytest.fixture(scope="session")
+def tiny_sdxl_sgm(tmp_path_factory) -> str:
+    """SDXL block topology and encoder widths (what a single-file SDXL round trip needs)."""
+    from tests.tiny import save_tiny
+
+    return save_tiny(str(tmp_path_factory.mktemp("tiny-sdxl-sgm")), "sdxl", sgm=True)
+
+
 @pytest.fixture()
 def runner():
     from typer.testing import CliRunner

@@ -211,13 +211,51 @@ def test_single_file_minicanvas_reloads_bit_exact(runner, tmp_path):
     _assert_bit_exact(pipe, _expected(base.path, state))
 
 
-def test_single_file_refuses_sdxl(runner, tiny_sdxl, tmp_path):
+def test_single_file_sdxl_reloads_bit_exact(runner, tiny_sdxl_sgm, tmp_path):
+    """The SGM layout: label_emb, conditioner.embedders.0 (HF CLIP) and .1 (OpenCLIP, fused q/k/v,
+    transposed text_projection). The ``tiny_sdxl_sgm`` base has SDXL's block topology and a wider
+    text_encoder_2: diffusers' ``from_single_file`` picks the encoder of
+    ``conditioner.embedders.0`` for text_encoder_2 too when the two have one width, so the
+    equal-width ``tiny_sdxl`` cannot round-trip its second encoder."""
+    from diffusers import StableDiffusionXLPipeline
+
+    folder = tiny_sdxl_sgm
+    base = resolve_base(folder)
+    te2 = ["text_encoder_2.text_model.encoder.layers.1.self_attn.k_proj.weight",
+           "text_encoder_2.text_model.encoder.layers.0.mlp.fc1.weight",
+           "text_encoder_2.text_model.text_projection.weight"]
+    conv = "unet.down_blocks.1.resnets.0.conv1.weight"
+    state = make_ckpt(tmp_path / "xl.safetensors", base,
+                      _deltas(base, kv_keys(base)[:6] + [conv, TEXT, VAE_ATTN] + te2), ["cat"])
+    out = tmp_path / "xl.single.safetensors"
+    r = runner.invoke(app, ["export", "single-file", state, "--base", folder, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    h = read_header(str(out))
+    oc = "conditioner.embedders.1.model."
+    assert all(k.startswith(("model.diffusion_model.", "first_stage_model.",
+                             "conditioner.embedders.0.transformer.text_model.", oc))
+               for k in h.tensors)
+    assert "model.diffusion_model.label_emb.0.0.weight" in h.tensors
+    assert not any(k.startswith("model.diffusion_model.input_blocks.1.1.") for k in h.tensors)
+    assert h.tensors[oc + "transformer.resblocks.1.attn.in_proj_weight"]["shape"] == [72, 24]
+    assert h.tensors[oc + "text_projection"]["shape"] == [24, 24]
+    assert oc + "positional_embedding" in h.tensors and oc + "ln_final.weight" in h.tensors
+    assert h.metadata["modelspec.architecture"] == "stable-diffusion-xl-v1-base"
+    pipe = StableDiffusionXLPipeline.from_single_file(str(out), config=folder,
+                                                      local_files_only=True)
+    _assert_bit_exact(pipe, _expected(folder, state),
+                      comps=("unet", "vae", "text_encoder", "text_encoder_2"))
+
+
+def test_single_file_sdxl_equal_width_encoders_export(runner, tiny_sdxl, tmp_path):
     base = resolve_base(tiny_sdxl)
     state = make_ckpt(tmp_path / "x.safetensors", base, _deltas(base, kv_keys(base)[:2]))
-    r = runner.invoke(app, ["export", "single-file", state, "--base", tiny_sdxl, "-o",
-                            str(tmp_path / "o.safetensors")])
-    assert r.exit_code == 3 and "SDXL" in r.stderr
-    assert not (tmp_path / "o.safetensors").exists()
+    out = tmp_path / "o.safetensors"
+    r = runner.invoke(app, ["export", "single-file", state, "--base", tiny_sdxl, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    keys = read_header(str(out)).tensors
+    assert "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_bias" in keys
+    assert len(keys) == len(base.shapes()) - 2 * 2 * 2  # q/k/v weight+bias -> in_proj, 2 layers
 
 
 def test_export_wrong_base_exit_3(runner, states, tmp_path):

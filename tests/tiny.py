@@ -3,6 +3,9 @@
 SD1 variant: SD1.x's 16 cross-attention blocks and 32 K/V tensors at toy width, so group rules and
 key tables are exercised for real. SD2 variant: cross_attention_dim 1024-style family marker
 (v-prediction). SDXL variant: two text encoders and ``text_time`` additional embeddings.
+``sgm=True`` (SDXL only): SDXL's own block topology (attention-less first down / last up block,
+transformer depth 2 in the inner blocks) and a text_encoder_2 wider than text_encoder with its own
+weights, as in SDXL (diffusers' ``from_single_file`` tells the two encoders apart by width).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ WORDS = ["a", "in", "style", "of", "an", "image", "the", "star", "circle", "squa
          "stripes", "dots", "ember", "cat", "dog", "horse", "tree", "van", "gogh", "picasso"]
 
 
-def tiny_components(family: str = "sd1") -> dict:
+def tiny_components(family: str = "sd1", sgm: bool = False) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -36,10 +39,16 @@ def tiny_components(family: str = "sd1") -> dict:
                    cross_attention_dim=xdim, norm_num_groups=4, attention_head_dim=2)
     extra = {}
     if family == "sdxl":
-        torch.manual_seed(0)
-        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**{**text_cfg, "projection_dim": xdim}))
-        unet_kw.update(cross_attention_dim=2 * xdim, addition_embed_type="text_time",
-                       addition_time_embed_dim=4, projection_class_embeddings_input_dim=xdim + 6 * 4)
+        w2 = 24 if sgm else xdim
+        torch.manual_seed(1 if sgm else 0)
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**{**text_cfg, "hidden_size": w2,
+                                                            "projection_dim": w2}))
+        unet_kw.update(cross_attention_dim=xdim + w2, addition_embed_type="text_time",
+                       addition_time_embed_dim=4, projection_class_embeddings_input_dim=w2 + 6 * 4)
+        if sgm:
+            unet_kw.update(block_out_channels=(8, 8, 8), transformer_layers_per_block=(1, 2, 2),
+                           down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2,
+                           up_block_types=("CrossAttnUpBlock2D",) * 2 + ("UpBlock2D",))
         extra = dict(text_encoder_2=te2, tokenizer_2=tok)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**unet_kw)
@@ -53,12 +62,12 @@ def tiny_components(family: str = "sd1") -> dict:
     return dict(unet=unet, vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched, **extra)
 
 
-def save_tiny(folder: str, family: str = "sd1", layout: str = "plain") -> str:
+def save_tiny(folder: str, family: str = "sd1", layout: str = "plain", sgm: bool = False) -> str:
     """``layout``: plain (fp32 files) | fp16 (fp16 weights, plain names) | variant (fp16
     ``*.fp16.safetensors`` files only) | sharded (``*.safetensors.index.json`` + shards)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    c = tiny_components(family)
+    c = tiny_components(family, sgm)
     if layout in ("fp16", "variant"):
         for k in ("unet", "vae", "text_encoder", "text_encoder_2"):
             if k in c:

@@ -13,11 +13,15 @@ Layout written:
 |---|---|---|
 | unet | ``model.diffusion_model.`` | ``input_blocks`` / ``middle_block`` / ``output_blocks`` |
 | vae | ``first_stage_model.`` | encoder/decoder ``down``/``up`` (decoder ``up`` reversed); mid-block attention q/k/v/proj_out as 1×1 convolutions |
-| text_encoder | ``cond_stage_model.transformer.`` | HF CLIP names, always with ``text_model.`` (the transformers ≥ 5.6 flattening is undone) |
+| text_encoder | ``cond_stage_model.transformer.`` (SDXL: ``conditioner.embedders.0.transformer.``) | HF CLIP names, always with ``text_model.`` (the transformers ≥ 5.6 flattening is undone) |
+| text_encoder_2 (SDXL) | ``conditioner.embedders.1.model.`` | OpenCLIP names: ``transformer.resblocks.N.attn.in_proj_*`` (q/k/v concatenated), ``ln_1``/``ln_2``, ``mlp.c_fc``/``mlp.c_proj``, ``ln_final``, ``positional_embedding``, ``token_embedding``, ``text_projection`` (transposed) |
 
 SD2's original checkpoints hold an OpenCLIP text encoder (``cond_stage_model.model.*``); cu writes
 the HF CLIP layout for every family, which diffusers reads; A1111/ComfyUI expect OpenCLIP for SD2.
-SDXL (``conditioner.embedders.*``) is not implemented.
+SDXL is the SGM layout (Stability-AI/generative-models): the UNet table is the same (no attention in
+an SDXL ``DownBlock2D``/``UpBlock2D`` falls out of the block types; transformer depth lives inside
+``attentions.N.transformer_blocks.M`` and keeps its names) plus ``add_embedding`` → ``label_emb.0``;
+text_encoder_2 is the inverse of diffusers' ``convert_open_clip_checkpoint``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from cu_cli.ckpt.keys import canonical_text_key
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer."
+SDXL_TEXT_PREFIX = "conditioner.embedders.0.transformer."
+OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
 
 _UNET_TOP = {
     "time_embedding.linear_1.": "time_embed.0.",
@@ -35,6 +41,8 @@ _UNET_TOP = {
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL text_time added embedding
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 _UNET_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
                 ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"),
@@ -42,6 +50,16 @@ _UNET_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "o
 _VAE_ATTN = (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
              ("to_out.0.", "proj_out."), ("query.", "q."), ("key.", "k."), ("value.", "v."),
              ("proj_attn.", "proj_out."))
+_OPEN_CLIP_TOP = {
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+    "text_model.text_projection.weight": "text_projection",  # cu's spelling (ckpt/keys.py)
+}
+_OPEN_CLIP_LAYER = (("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."),
+                    ("mlp.fc2.", "mlp.c_proj."), ("self_attn.out_proj.", "attn.out_proj."))
+_LAYERS = "text_model.encoder.layers."
 
 
 def _layers(config: dict, what: str) -> int:
@@ -144,6 +162,52 @@ def vae_key(name: str, prefixes: list[tuple[str, str]]) -> tuple[str, bool]:
     raise IncompatibleError(f"single-file export: no CompVis name for VAE tensor {name!r}")
 
 
-def text_key(name: str) -> str:
-    """A CLIP text-encoder key (either spelling) → ``cond_stage_model.transformer.text_model.…``."""
-    return TEXT_PREFIX + canonical_text_key(name)
+def text_key(name: str, prefix: str = TEXT_PREFIX) -> str:
+    """A CLIP text-encoder key (either spelling) → ``{prefix}text_model.…`` (default
+    ``cond_stage_model.transformer.``; SDXL's first encoder:
+    ``conditioner.embedders.0.transformer.``)."""
+    return prefix + canonical_text_key(name)
+
+
+def _open_clip_layer_key(rest: str) -> str | None:
+    """``N.<HF CLIP layer part>`` → ``transformer.resblocks.N.<OpenCLIP part>`` (None for q/k/v)."""
+    n, part = rest.split(".", 1)
+    for hf, oc in _OPEN_CLIP_LAYER:
+        if part.startswith(hf):
+            return f"transformer.resblocks.{n}.{oc}{part[len(hf):]}"
+    if part.startswith(("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.")):
+        return None
+    raise IncompatibleError(f"single-file export: no OpenCLIP name for text_encoder_2 tensor "
+                            f"{_LAYERS + rest!r}")
+
+
+def open_clip_state(tensors: dict) -> dict:
+    """SDXL text_encoder_2 (HF ``CLIPTextModelWithProjection``, canonical ``text_model.…`` keys) →
+    OpenCLIP keys under ``conditioner.embedders.1.model.``: q/k/v concatenated (in that order) into
+    ``attn.in_proj_weight``/``in_proj_bias``, ``text_projection`` transposed (the inverse of
+    diffusers' ``convert_open_clip_checkpoint``)."""
+    import torch
+
+    out, qkv = {}, {}
+    for name, v in tensors.items():
+        name = canonical_text_key(name)
+        if name in _OPEN_CLIP_TOP:
+            key = _OPEN_CLIP_TOP[name]
+            out[OPEN_CLIP_PREFIX + key] = v.T.contiguous() if key == "text_projection" else v
+        elif name.startswith(_LAYERS):
+            key = _open_clip_layer_key(name[len(_LAYERS):])
+            if key is None:
+                n, _, proj, kind = name[len(_LAYERS):].split(".")
+                qkv.setdefault((n, kind), {})[proj[0]] = v
+            else:
+                out[OPEN_CLIP_PREFIX + key] = v
+        else:
+            raise IncompatibleError(f"single-file export: no OpenCLIP name for text_encoder_2 "
+                                    f"tensor {name!r}")
+    for (n, kind), parts in sorted(qkv.items()):
+        if sorted(parts) != ["k", "q", "v"]:
+            raise IncompatibleError(f"single-file export: text_encoder_2 layer {n} lacks one of "
+                                    f"q/k/v_proj.{kind}")
+        key = f"{OPEN_CLIP_PREFIX}transformer.resblocks.{n}.attn.in_proj_{kind}"
+        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out

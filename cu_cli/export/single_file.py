@@ -9,9 +9,15 @@ is what AUTOMATIC1111, ComfyUI and Forge load for SD1.x, and what
 (tested bit for bit on UNet, VAE and text encoder). Header: ModelSpec (``modelspec.hash_sha256`` =
 ``0x`` + data-section sha256) and the state's ``cu.*`` lineage (``cu.kind`` = ``export``).
 
+SDXL bases get the original SGM layout (Stability-AI/generative-models, what A1111/ComfyUI load for
+SDXL): the same UNet/VAE tables plus ``label_emb.0.*`` (the ``text_time`` added embedding), text
+encoder 1 as ``conditioner.embedders.0.transformer.text_model.*`` (HF CLIP), text encoder 2 as
+``conditioner.embedders.1.model.*`` (OpenCLIP: fused q/k/v ``in_proj``, transposed
+``text_projection``); ``StableDiffusionXLPipeline.from_single_file`` reloads it bit for bit.
+
 Tensors keep the base's dtype (a state value is rounded to it, with a warning when that changes
 it). SD2 files use the HF CLIP text-encoder layout (diffusers reads it; A1111/ComfyUI expect
-OpenCLIP for SD2). SDXL (``conditioner.embedders.*``) is refused (exit 3).
+OpenCLIP for SD2).
 """
 
 from __future__ import annotations
@@ -36,47 +42,64 @@ def _config(base, comp: str) -> dict:
         raise IncompatibleError(f"base {base.id}: cannot read {comp}/config.json ({e})")
 
 
-def compvis_state(base, tensors: dict) -> tuple[dict, list[str]]:
-    """The full CompVis-keyed state dict of ``base`` with ``tensors`` (canonical keys) overlaid."""
+def _overlay(base, tensors: dict) -> tuple[dict, int]:
+    """Every base tensor (canonical keys) with ``tensors`` overlaid in the base's dtype, and how
+    many state values that rounding changed."""
     import torch
 
+    shapes = base.shapes()
+    ref = base.get_tensors(sorted(shapes))
+    lossy = 0
+    for k, t in tensors.items():
+        if k not in ref:
+            continue
+        new = t.to(ref[k].dtype)
+        if new.dtype != t.dtype and not torch.equal(new.to(t.dtype), t):
+            lossy += 1
+        ref[k] = new
+    return ref, lossy
+
+
+def _put(out: dict, key: str, v) -> None:
+    if key in out:
+        raise IncompatibleError(f"single-file export: two tensors map to {key}")
+    out[key] = v
+
+
+def compvis_state(base, tensors: dict) -> tuple[dict, list[str]]:
+    """The full CompVis/SGM-keyed state dict of ``base``, ``tensors`` (canonical keys) overlaid."""
     from cu_cli.models.families import get_family
 
-    if not get_family(base.family).single_file_export:
-        raise IncompatibleError("cu export single-file supports SD1.x and SD2.x bases; SDXL "
-                                "(conditioner.embedders.*) is not implemented yet",
-                                hint="use cu export diffusers for SDXL")
-    shapes = base.shapes()
-    comps = sorted({split_key(k)[0] for k in shapes})
-    extra = [c for c in comps if c not in ("unet", "vae", "text_encoder")]
+    fam = get_family(base.family)
+    if not fam.single_file_export:
+        raise IncompatibleError(f"cu export single-file has no layout for family {base.family}",
+                                hint="use cu export diffusers")
+    sdxl = "text_encoder_2" in fam.text_encoders  # SGM layout: conditioner.embedders.*
+    allowed = ("unet", "vae") + tuple(fam.text_encoders)
+    comps = sorted({split_key(k)[0] for k in base.shapes()})
+    extra = [c for c in comps if c not in allowed]
     if extra:
         raise IncompatibleError(f"base {base.id} has component(s) {extra} with no CompVis layout")
     unet_p = compvis.unet_prefixes(_config(base, "unet"))
     vae_p = compvis.vae_prefixes(_config(base, "vae"))
-    ref = base.get_tensors(sorted(shapes))
-    out, warnings, lossy = {}, [], 0
-    for k in sorted(shapes):
+    ref, lossy = _overlay(base, tensors)
+    text_prefix = compvis.SDXL_TEXT_PREFIX if sdxl else compvis.TEXT_PREFIX
+    out, te2 = {}, {}
+    for k in sorted(ref):
         comp, name = split_key(k)
         v = ref[k]
-        if k in tensors:
-            new = tensors[k].to(v.dtype)
-            if new.dtype != tensors[k].dtype and not torch.equal(new.to(tensors[k].dtype),
-                                                                 tensors[k]):
-                lossy += 1
-            v = new
         if comp == "unet":
-            key = compvis.unet_key(name, unet_p)
+            _put(out, compvis.unet_key(name, unet_p), v)
         elif comp == "vae":
             key, conv = compvis.vae_key(name, vae_p)
-            if conv and v.dim() == 2:
-                v = v.reshape(*v.shape, 1, 1)
+            _put(out, key, v.reshape(*v.shape, 1, 1) if conv and v.dim() == 2 else v)
+        elif comp == "text_encoder":
+            _put(out, compvis.text_key(name, text_prefix), v)
         else:
-            key = compvis.text_key(name)
-        if key in out:
-            raise IncompatibleError(f"single-file export: two tensors map to {key}")
-        out[key] = v
-    if lossy:
-        warnings.append(f"{lossy} state tensor(s) rounded to the base's dtype")
+            te2[name] = v
+    for key, v in compvis.open_clip_state(te2).items():
+        _put(out, key, v)
+    warnings = [f"{lossy} state tensor(s) rounded to the base's dtype"] if lossy else []
     return out, warnings
 
 
@@ -85,6 +108,9 @@ def export_single_file(src: Source, out: str, force: bool = False, inputs=()) ->
                                          src.base.single_file])
     state, warnings = compvis_state(src.base, src.tensors)
     write_safetensors(out, state, metadata(src, "single-file"), derived=modelspec_hash)
-    return ExportResult(path=out, format="single-file", components=["unet", "vae", "text_encoder"],
+    from cu_cli.models.families import get_family
+
+    comps = ["unet", "vae", *get_family(src.base.family).text_encoders]
+    return ExportResult(path=out, format="single-file", components=comps,
                         tensors=len(src.tensors), warnings=list(src.warnings) + warnings,
                         report={"file_tensors": len(state)})

@@ -15,7 +15,8 @@ Each adapter gives
 - ``default_prediction`` / ``default_resolution``: used when the scheduler / UNet config does not
   say (the configs are the truth: SD 2.x-base is ε-prediction at 512², SD 2.x is v at 768²);
 - ``pipeline_class`` and ``load_kwargs``: the diffusers class that loads a folder offline;
-- ``single_file_prefixes``: the CompVis key prefixes of each component (for exports).
+- ``single_file_prefixes``: the original-layout key prefixes of each component (documentation;
+  ``ckpt/compvis.py`` holds the tables ``cu export single-file`` writes).
 
 Text-embedding extraction for ``project-basis`` (models/text.py) is ``encode(...).hidden`` at
 the positions found with the first tokenizer, so every family embeds text the way its UNet sees it.
@@ -143,7 +144,7 @@ class SDXL(Family):
     single_file_prefixes = {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
                             "text_encoder": "conditioner.embedders.0.transformer.",
                             "text_encoder_2": "conditioner.embedders.1.model."}
-    single_file_export = False  # conditioner.embedders.* not written yet
+    single_file_export = True  # the SGM layout (conditioner.embedders.0 CLIP-L, .1 OpenCLIP)
     modelspec_arch = {"epsilon": "stable-diffusion-xl-v1-base"}
     implementation = "https://github.com/Stability-AI/generative-models"
 

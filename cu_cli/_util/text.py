@@ -52,3 +52,11 @@ def safe_text(s) -> str:
             o = ord(ch)
             out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
     return "".join(out)
+
+
+def concept_key(name: str) -> str:
+    """Spelling-insensitive form of a concept name: case folded, runs of spaces/underscores → _
+    (``Van Gogh`` ↔ ``Van_Gogh``)."""
+    import re
+
+    return re.sub(r"[\s_]+", "_", name.strip()).casefold()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cu_cli._util.text import concept_key
+
 UC_STYLES = [
     "Abstractionism", "Artist_Sketch", "Blossom_Season", "Bricks", "Byzantine", "Cartoon",
     "Cold_Warm", "Color_Fantasy", "Comic_Etch", "Crayon", "Cubism", "Dadaism", "Dapple",
@@ -100,13 +102,6 @@ class Protocol:
 
     def check_erased(self, erased: list[str]) -> None:
         self.match(erased)
-
-
-def concept_key(name: str) -> str:
-    """Spelling-insensitive form of a concept name: case folded, runs of spaces/underscores → _."""
-    import re
-
-    return re.sub(r"[\s_]+", "_", name.strip()).casefold()
 
 
 def _minicanvas(name: str, prompt_variant: str) -> Protocol:

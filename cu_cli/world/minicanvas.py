@@ -106,7 +106,7 @@ class World:
 
     def default_protocol(self, erased: list[str]) -> str:
         """The object protocol when every erased concept is an object, else the style one."""
-        from cu_cli.evaluate.protocols import concept_key
+        from cu_cli._util.text import concept_key
 
         objects = {concept_key(o) for o in self.objects}
         if erased and all(concept_key(c) in objects for c in erased):

@@ -72,7 +72,8 @@ def summary() -> str:
             "‖θ−θ₀‖ after request k. Regenerate with `python tools/record_studies.py RUN_DIR...`.",
             "`minutes`: the whole study (erase + eval + drift of every step, as each step's "
             "lineage and evaluation recorded it; – where a resumed run lacks an evaluation's "
-            "time); `s/request`: mean erase wall time per request.",
+            "time); `s/request`: mean erase time per request as its lineage records it (in-process: "
+            "model load, anchor images, training or solve, write; no interpreter start).",
             "", "| study | setting | k = 1 | k = 3 | k = 6 | k = 12 | minutes | s/request | "
             "command |", "|---|---|---|---|---|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"

@@ -101,3 +101,37 @@ def test_names_any_matches_whole_words_and_both_spellings():
     assert not names_any("a star in neon dots style", ["neon stripes", "ember dots"])
     assert names_any("A painting in Van Gogh style", ["Van_Gogh"])
     assert not names_any("a house", [])
+
+
+def test_preserve_ref_split_sums_to_the_unsplit_moment():
+    """preserve_ref base splits the preserve prompts into those naming an erased concept and the
+    rest; the two moments, weighted by their shares, add up to the moment of all prompts."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cu_cli.erase.regularizers.kv_metric import KVMetric
+    from cu_cli.ops.preserve import second_moment
+
+    prompts = ["a star in neon stripes style", "a moon in ember dots style", "a star",
+               "a moon in ocean fade style", "a ring in neon stripes style"]
+
+    def encode(ps):  # deterministic toy states [B, L=3, d=4]
+        return torch.stack([torch.full((3, 4), float(len(p))) + torch.arange(4.0) * i
+                            for i, p in enumerate(ps, 1)])
+
+    ctx = SimpleNamespace(cfg=SimpleNamespace(preserve="file"), world=None,
+                          pipe=SimpleNamespace(encode_text=encode))
+    plan = SimpleNamespace(concepts=["x"], preserve_file_prompts=prompts)
+    kv = KVMetric()
+    kv.info = {}
+    parts = kv._preserve_moments(ctx, plan, erased=["neon stripes"])
+    assert sorted(named for _, named in parts) == [False, True]
+    whole = kv._preserve_moments(ctx, plan, erased=[])
+    assert len(whole) == 1
+    # the same prompts encoded in group order: compare against the moment of the concatenation
+    named = [p for p in prompts if "neon stripes" in p]
+    rest = [p for p in prompts if "neon stripes" not in p]
+    want = second_moment(torch.cat([encode(rest), encode(named)]))
+    got = sum(M for M, _ in parts)
+    assert torch.allclose(got, want, rtol=1e-5)

@@ -97,7 +97,8 @@ class KVMetric(Regularizer):
 
     def _preserve_moments(self, ctx, plan, erased: list[str]) -> list:
         """[(M, names an erased concept)] of the preserve prompts: one moment, or with
-        ``erased`` two — the prompts naming an erased concept and the rest."""
+        ``erased`` two — the prompts naming an erased concept and the rest, each weighted by its
+        share of the prompts, so that their sum is the one moment M_p of all of them."""
         import torch
 
         from cu_cli.erase.preserve import names_any, preserve_prompts
@@ -121,7 +122,9 @@ class KVMetric(Regularizer):
             with torch.no_grad():
                 states = torch.cat([ctx.pipe.encode_text(group[i:i + 256]).float()
                                     for i in range(0, len(group), 256)])
-            out.append((second_moment(states), named))
+            share = len(group) / len(prompts)
+            out.append((second_moment(states) * share if share != 1 else second_moment(states),
+                        named))
         return out
 
     def _context_moment(self, ctx):

@@ -220,3 +220,27 @@ def test_options_at_their_neutral_value_keep_the_plan_key():
     assert identity_config(cfg) == {"lr": 3e-4}
     moved = dict(cfg, preserve_ref="base")
     assert identity_config(moved) == {"lr": 3e-4, "preserve_ref": "base"}
+
+
+def test_conabl_anchor_auto_resolves_from_the_request_inputs(tiny_sd1, tmp_path):
+    """auto: the reference target (current) for a request from the base, the base's for one
+    --from a state; the plan records the resolved value (objectives/conabl.py)."""
+    from cu_cli.erase.options import build_config
+    from cu_cli.erase.plan import EraseRequest, plan_erase
+    from cu_cli.models.base import resolve_base
+    from tests.helpers import kv_keys, make_ckpt
+
+    cfg, _ = build_config({"conabl_anchor": "auto", "kind": "object", "anchor": "Cats"}, {},
+                          where="test")
+    first = plan_erase(EraseRequest(concepts=["Bears"], out=str(tmp_path / "a.safetensors"),
+                                    cfg=cfg, base=tiny_sd1, seed=1, device="cpu"))
+    assert first.config.conabl_anchor == "current"
+    base = resolve_base(tiny_sd1)
+    import torch
+
+    keys = kv_keys(base)[:2]
+    deltas = {k: torch.full(v.shape, 0.01) for k, v in base.get_tensors(keys).items()}
+    parent = make_ckpt(tmp_path / "p.safetensors", base, deltas, ["Bears"])
+    later = plan_erase(EraseRequest(concepts=["Birds"], out=str(tmp_path / "b.safetensors"),
+                                    cfg=cfg, parent=parent, seed=1, device="cpu"))
+    assert later.config.conabl_anchor == "base"

@@ -253,10 +253,16 @@ def atomic_dir(path: str):
         raise
 
 
+def open_temp(tmp: str):
+    """Open a temp file of :func:`atomic_path` for writing (binary). Every writer opens its temp
+    file here, so the fault tests reach all of them."""
+    return open(tmp, "wb")
+
+
 def atomic_write_bytes(path: str, chunks) -> None:
     """Write an iterable of byte strings to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+        with open_temp(tmp) as f:
             for c in chunks:
                 f.write(c)
             f.flush()

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 from cu_cli._util.errors import CuError, IncompatibleError
-from cu_cli._util.fs import atomic_path, atomic_write_bytes, read_error
+from cu_cli._util.fs import atomic_path, atomic_write_bytes, open_temp, read_error
 
 FORMAT_VERSION = 1
 KNOWN_KEYS = {
@@ -378,7 +378,7 @@ def write_safetensors_stream(path: str, specs: dict, produce, metadata: dict,
     reserved += (8 - reserved % 8) % 8
     h = hashlib.sha256()
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+        with open_temp(tmp) as f:
             f.write(b"\0" * (8 + reserved))
             for k in order:
                 t = produce(k)

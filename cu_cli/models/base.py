@@ -129,14 +129,7 @@ class Base:
             fp = _folder_fingerprint(self, keys)
         known[stat_key] = fp
         _remember_base(fp, self)
-        try:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            tmp = f"{cache}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                json.dump(known, f)
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # an unwritable cache only costs time
+        _write_cache_json(cache, known)
         return fp
 
     # ---------------------------------------------------------------- full pipeline
@@ -211,14 +204,7 @@ def _remember_base(fingerprint: str, base: Base) -> None:
     if known.get(fingerprint) == where:
         return
     known[fingerprint] = where
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(known, f)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    _write_cache_json(path, known)
 
 
 def _known_base(fingerprint: str | None) -> dict | None:
@@ -381,3 +367,15 @@ def base_for_states(paths: list[str], spec: str | None = None,
         return resolve_base(known["id"], base_config or known.get("base_config"))
     raise CuError(f"{paths[0]} was made from base {base_id!r}, which is not on this machine",
                   hint="pass --base PATH to the same base")
+
+
+def _write_cache_json(path: str, obj: dict) -> None:
+    """Best-effort atomic write of a small JSON cache (an unwritable cache only costs time)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -120,7 +120,7 @@ def test_preserve_ref_split_sums_to_the_unsplit_moment():
         return torch.stack([torch.full((3, 4), float(len(p))) + torch.arange(4.0) * i
                             for i, p in enumerate(ps, 1)])
 
-    ctx = SimpleNamespace(cfg=SimpleNamespace(preserve="file"), world=None,
+    ctx = SimpleNamespace(cfg=SimpleNamespace(preserve="file", preserve_focus=0.0), world=None,
                           pipe=SimpleNamespace(encode_text=encode))
     plan = SimpleNamespace(concepts=["x"], preserve_file_prompts=prompts)
     kv = KVMetric()
@@ -135,3 +135,108 @@ def test_preserve_ref_split_sums_to_the_unsplit_moment():
     want = second_moment(torch.cat([encode(rest), encode(named)]))
     got = sum(M for M, _ in parts)
     assert torch.allclose(got, want, rtol=1e-5)
+
+
+def _toy_encode(ps):
+    """Deterministic toy token states [B, L=3, d=4] that depend on each prompt's text only."""
+    import torch
+
+    rows = []
+    for p in ps:
+        g = torch.Generator().manual_seed(sum(map(ord, p)))
+        rows.append(torch.randn(3, 4, generator=g))
+    return torch.stack(rows)
+
+
+def test_preserve_focus_adds_the_near_prompts_moment():
+    """preserve_focus β: M = M_p + β·M_near, M_near the moment of the preserve prompts that name
+    one of the concept's words (kv_metric.py); β = 0 leaves M_p alone."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cu_cli.erase.regularizers.kv_metric import KVMetric
+    from cu_cli.ops.preserve import second_moment
+
+    prompts = ["a star in forest dots style", "a moon in ember fade style", "a star",
+               "a moon in ocean checks style", "a ring in forest checks style"]
+    plan = SimpleNamespace(concepts=["forest fade"], preserve_file_prompts=prompts)
+    kv = KVMetric()
+    kv.info = {}
+
+    def moments(beta):
+        ctx = SimpleNamespace(cfg=SimpleNamespace(preserve="file", preserve_focus=beta),
+                              world=None, pipe=SimpleNamespace(encode_text=_toy_encode))
+        return sum(M for M, _ in kv._preserve_moments(ctx, plan, erased=[]))
+
+    near = [p for p in prompts if "forest" in p or "fade" in p]
+    plain, focused = moments(0.0), moments(3.0)
+    assert torch.allclose(plain, second_moment(_toy_encode(prompts)), rtol=1e-5)
+    assert torch.allclose(focused - plain, 3.0 * second_moment(_toy_encode(near)), rtol=1e-4,
+                          atol=1e-6)
+    assert kv.info["preserve_near_prompts"] == 3
+
+
+def test_anchor_weight_holds_the_anchor_prompts_at_the_root_base():
+    """anchor_weight λ_a: the request's anchor prompts' K/V are penalised toward the root base's
+    weights, not the parent's (a chain pulls its anchor back); the penalty is 0 at the base and
+    equals λ_a·tr(ΔW·M_a·ΔWᵀ)/rows with M_a the anchor prompts' moment."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cu_cli.erase.regularizers.kv_metric import KVMetric
+    from cu_cli.ops.preserve import second_moment
+
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    base_w = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    parent_w = base_w + 0.1
+    anchors = ["a tree in neon dots style", "a tree in ember fade style", "a tree"]
+    pair = SimpleNamespace(anchor_prompts=anchors + ["a tree"], target_prompts=[])
+    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
+                          preserve_ref="parent", anchor_weight=2.0, anchor_scope="request",
+                          match="word", params="xattn-kv")
+    ctx = SimpleNamespace(cfg=cfg, pairs=[pair], trainable={key: torch.nn.Parameter(parent_w)},
+                          parent_values={key: parent_w.clone()},
+                          base_values=lambda: {key: base_w.clone()},
+                          embed=_toy_encode)
+    plan = SimpleNamespace(parent_header=None, concepts=["arrow"])
+    kv = KVMetric()
+    kv.prepare(ctx, plan)
+    assert kv.info["anchor_prompts"] == 3  # distinct prompts
+    (M, ref), = kv.parts
+    assert torch.equal(ref[key], base_w)
+    assert torch.allclose(M, 2.0 * second_moment(_toy_encode(anchors)), rtol=1e-5)
+    (pen,) = kv.terms({key: parent_w})
+    d = parent_w - base_w
+    assert torch.isclose(pen, (d @ M * d).sum() / 5)
+    assert float(kv.terms({key: base_w})[0]) == 0.0
+
+
+def test_anchor_scope_chain_rebuilds_the_earlier_requests_anchor_prompts():
+    """anchor_scope chain: the anchors of the parent's earlier erase steps are rebuilt from the
+    lineage (concepts + recorded anchors/kinds); a step whose anchor prompts came from a file is
+    skipped, merge steps are ignored."""
+    import json
+    from types import SimpleNamespace
+
+    from cu_cli.erase.regularizers.kv_metric import _lineage_anchor_prompts
+    from cu_cli.world.registry import get_world
+
+    world = get_world("minicanvas")
+    lineage = [
+        {"op": "erase", "concepts": ["arrow"], "inputs": {"anchor_prompts_sha256": None},
+         "measured": {"anchors": ["tree"], "kinds": ["object"]}},
+        {"op": "erase", "concepts": ["neon stripes"], "inputs": {},
+         "measured": {"anchors": [""], "kinds": ["style"]}},
+        {"op": "erase", "concepts": ["bolt"], "inputs": {"anchor_prompts_sha256": "sha256:x"},
+         "measured": {"anchors": ["tree"], "kinds": ["object"]}},
+        {"op": "merge", "concepts": ["cross"], "measured": {}},
+    ]
+    header = SimpleNamespace(json=lambda key, default=None: (
+        json.loads(json.dumps(lineage)) if key == "cu.lineage" else default))
+    got = _lineage_anchor_prompts(SimpleNamespace(parent_header=header), world, "word")
+    want = ([world.caption("tree", s) for s in world.styles]
+            + [world.caption(o, None) for o in world.objects])
+    assert got == want
+    assert _lineage_anchor_prompts(SimpleNamespace(parent_header=None), world, "word") == []

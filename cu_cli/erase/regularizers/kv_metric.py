@@ -6,7 +6,17 @@ dimension of every trainable attn2 K/V weight (ops/preserve.py):
 - ``preserve`` — the world's other captions (``world``) or a user's prompt file (erase/preserve.py),
   weight λ_p: M_p = H_p·H_pᵀ/N_p;
 - ``context`` — the request's own target-prompt positions before the concept's last token
-  (erase/context_tokens.py), weight λ_c: M_c.
+  (erase/context_tokens.py), weight λ_c: M_c;
+- ``anchor`` — the request's own anchor prompts, every token position (the prompts the anchor
+  images are drawn from: "a tree in neon dots style" when "arrow" is erased onto "tree"), weight
+  λ_a, held at the **root base's** K/V (a cu extension, after ConAbl's regularization loss on the
+  anchor concept, Kumari et al. 2023, arXiv 2303.13516 §3): the concept the target is mapped onto
+  must keep being drawn, and in a chain every request pulls its anchor back to the base instead
+  of leaving it where earlier requests moved it. Anchor prompts naming an erased concept stay at
+  the parent's. When only attn2 K/V train, anchor prompts whose K/V equal the base's are drawn
+  exactly as by the base. ``anchor_scope: chain`` adds the anchors of every earlier request of
+  the parent's lineage (rebuilt from its recorded concepts, kinds and anchors), so that a later
+  request cannot move what an earlier one mapped its target onto.
 
 L = Σ_k tr(ΔW_k·M·ΔW_kᵀ) / Σ_k out_k with M = λ_c·M_c + λ_p·M_p and ΔW = W − W_parent. The same
 M is the closed-form preservation term (``quadratics``).
@@ -46,6 +56,16 @@ class Options:
                                    "prompts naming no erased concept at the root base's "
                                    "(bounds a chain's cumulative drift; a cu extension).", str,
                                    choices=("parent", "base"), neutral="parent")
+    preserve_focus: float | None = opt(None, "Extra weight β on the preserve prompts that share a "
+                                       "word with the concept (its nearest neighbours): M_p + "
+                                       "β·M_near (a cu extension).", float, ge=0, neutral=0.0)
+    anchor_weight: float | None = opt(None, "Hold the K/V of the request's anchor prompts at the "
+                                      "root base's, weight λ_a (a cu extension).", float, ge=0,
+                                      neutral=0.0)
+    anchor_scope: str | None = opt(None, "Which anchors --anchor-weight holds: the request's "
+                                   "own, or (chain) also those of every earlier request in the "
+                                   "parent's lineage.", str, choices=("request", "chain"),
+                                   neutral="request")
 
 
 def _erased_before(plan) -> list[str]:
@@ -53,16 +73,48 @@ def _erased_before(plan) -> list[str]:
     return list(plan.parent_header.json("cu.erased", [])) if plan.parent_header else []
 
 
+def _lineage_anchor_prompts(plan, world, match: str) -> list[str]:
+    """The anchor prompts of the parent's earlier erase requests, rebuilt from each lineage
+    step's concepts and recorded anchors/kinds (``measured``); a step that read its anchor prompts
+    from a user file cannot be rebuilt and is skipped with a warning."""
+    from cu_cli._util.errors import CuError
+    from cu_cli.erase.prompts import build_pairs
+
+    steps = plan.parent_header.json("cu.lineage", []) if plan.parent_header else []
+    out, skipped = [], []
+    for st in steps:
+        m = st.get("measured") or {}
+        if st.get("op") != "erase" or "anchors" not in m:
+            continue
+        if (st.get("inputs") or {}).get("anchor_prompts_sha256"):
+            skipped += list(st.get("concepts", []))
+            continue
+        for concept, anchor, kind in zip(st.get("concepts", []), m["anchors"], m["kinds"]):
+            try:
+                pair = build_pairs(concept, kind, anchor or None, world, seed=0, match=match,
+                                   need_anchor=False)
+            except CuError:
+                skipped.append(concept)
+                continue
+            out += pair.anchor_prompts
+    if skipped:
+        log.warning("anchor_scope chain: the anchors of %s cannot be rebuilt (anchor prompts "
+                    "from a file, or no anchor); only the others are held", ", ".join(skipped))
+    return out
+
+
 class KVMetric(Regularizer):
     name = "kv-metric"
     url = "https://arxiv.org/abs/2308.14761"
     Options = Options
     defaults = dict(preserve="none", preserve_weight=0.25, context_weight=0.0,
-                    preserve_ref="parent")
+                    preserve_ref="parent", anchor_weight=0.0, preserve_focus=0.0,
+                    anchor_scope="request")
 
     @classmethod
     def enabled(cls, cfg, plan) -> bool:
-        on = (cfg.preserve != "none" and cfg.preserve_weight) or cfg.context_weight
+        on = ((cfg.preserve != "none" and cfg.preserve_weight) or cfg.context_weight
+              or cfg.anchor_weight)
         return bool(on)
 
     def prepare(self, ctx, plan) -> None:
@@ -70,7 +122,7 @@ class KVMetric(Regularizer):
 
         self.keys = kv_keys(ctx.trainable)
         self.info = {"preserve_prompts": 0, "preserve_prompts_sha256": None, "context_tokens": 0,
-                     "preserve_ref": ctx.cfg.preserve_ref}
+                     "preserve_ref": ctx.cfg.preserve_ref, "anchor_prompts": 0}
         self.parts = []  # (metric M, reference values R): Σ_k tr((W_k − R_k)·M·(W_k − R_k)ᵀ)
         if not self.keys:
             log.warning("--preserve/--context-weight have no effect with --params %s (no "
@@ -79,6 +131,9 @@ class KVMetric(Regularizer):
         cfg = ctx.cfg
         erased = _erased_before(plan) if cfg.preserve_ref == "base" else []
         clean, dirty = [], []  # metrics held at the base / at the parent
+        if cfg.anchor_weight:
+            for M, named in self._anchor_moments(ctx, plan, _erased_before(plan)):
+                (dirty if named else clean).append(cfg.anchor_weight * M)
         if cfg.preserve != "none" and cfg.preserve_weight:
             for M, named in self._preserve_moments(ctx, plan, erased):
                 at_base = cfg.preserve_ref == "base" and not named
@@ -98,9 +153,8 @@ class KVMetric(Regularizer):
     def _preserve_moments(self, ctx, plan, erased: list[str]) -> list:
         """[(M, names an erased concept)] of the preserve prompts: one moment, or with
         ``erased`` two — the prompts naming an erased concept and the rest, each weighted by its
-        share of the prompts, so that their sum is the one moment M_p of all of them."""
-        import torch
-
+        share of the prompts, so that their sum is the one moment M_p of all of them. With
+        ``preserve_focus`` β the prompts naming one of the concept's words get β·M_near more."""
         from cu_cli.erase.preserve import names_any, preserve_prompts
         from cu_cli.ops.preserve import second_moment
 
@@ -119,12 +173,47 @@ class KVMetric(Regularizer):
         self.info["preserve_prompts_at_base"] = len(groups.get(False, [])) if erased else None
         out = []
         for named, group in sorted(groups.items()):
-            with torch.no_grad():
-                states = torch.cat([ctx.pipe.encode_text(group[i:i + 256]).float()
-                                    for i in range(0, len(group), 256)])
+            states = self._states(ctx, group)
             share = len(group) / len(prompts)
             out.append((second_moment(states) * share if share != 1 else second_moment(states),
                         named))
+        beta = ctx.cfg.preserve_focus or 0.0
+        if beta:
+            words = sorted({w for c in plan.concepts for w in c.replace("_", " ").split()})
+            near = [p for p in prompts if names_any(p, words)]
+            self.info["preserve_near_prompts"] = len(near)
+            for named, group in sorted({k: [p for p in near if names_any(p, erased) == k]
+                                        for k in (False, True)}.items()):
+                if group:
+                    M = second_moment(self._states(ctx, group)) * (beta * len(group) / len(near))
+                    out.append((M, named))
+        return out
+
+    @staticmethod
+    def _states(ctx, prompts: list[str]):
+        import torch
+
+        with torch.no_grad():
+            return torch.cat([ctx.pipe.encode_text(prompts[i:i + 256]).float()
+                              for i in range(0, len(prompts), 256)])
+
+    def _anchor_moments(self, ctx, plan, erased: list[str]) -> list:
+        """[(M, names an erased concept)] of the anchor prompts (all positions), each group
+        weighted by its share so that the sum is the moment of all of them."""
+        from cu_cli.erase.preserve import names_any
+        from cu_cli.ops.preserve import second_moment
+
+        prompts = [p for pair in ctx.pairs for p in pair.anchor_prompts]
+        if ctx.cfg.anchor_scope == "chain":
+            prompts += _lineage_anchor_prompts(plan, ctx.world, ctx.cfg.match)
+        prompts = list(dict.fromkeys(prompts))
+        self.info["anchor_prompts"] = len(prompts)
+        groups = {}
+        for p in prompts:
+            groups.setdefault(names_any(p, erased) if erased else False, []).append(p)
+        out = []
+        for named, group in sorted(groups.items()):
+            out.append((second_moment(ctx.embed(group).float()) * (len(group) / len(prompts)), named))
         return out
 
     def _context_moment(self, ctx):

@@ -171,8 +171,17 @@ def test_diffusers_export_refuses_existing_and_foreign_folders(runner, states, t
 
 
 # ------------------------------------------------------------------------------ single file
+# the text-encoder marker key diffusers' from_single_file detects each family's encoder by
+# (sd1: with text_model., the transformers >= 5.6 pitfall; sd2: OpenCLIP's token embedding)
+TEXT_MARKER = {
+    "sd1": "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight",
+    "sd2": "cond_stage_model.model.token_embedding.weight"}
+TEXT_ROOT = {"sd1": "cond_stage_model.transformer.text_model.", "sd2": "cond_stage_model.model."}
+
+
 @pytest.mark.parametrize("family", ["sd1", "sd2"])
 def test_single_file_reloads_bit_exact(runner, states, tmp_path, family):
+    """sd2's state changes a q_proj weight: the reload splits the fused OpenCLIP in_proj back."""
     from diffusers import StableDiffusionPipeline
 
     folder, state, _ = states[family]
@@ -181,18 +190,56 @@ def test_single_file_reloads_bit_exact(runner, states, tmp_path, family):
     assert r.exit_code == 0, r.output
     assert r.stdout == f"{out}\n"
     h = read_header(str(out))
-    # CompVis layout, with the CLIP marker key diffusers looks for (transformers >= 5.6 pitfall)
-    assert "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight" in h.tensors
+    assert TEXT_MARKER[family] in h.tensors
     assert "first_stage_model.encoder.mid.attn_1.q.weight" in h.tensors
     assert h.tensors["first_stage_model.encoder.mid.attn_1.q.weight"]["shape"][2:] == [1, 1]
-    assert all(k.startswith(("model.diffusion_model.", "first_stage_model.",
-                             "cond_stage_model.transformer.text_model.")) for k in h.tensors)
+    assert all(k.startswith(("model.diffusion_model.", "first_stage_model.", TEXT_ROOT[family]))
+               for k in h.tensors)
     assert h.metadata["modelspec.hash_sha256"] == "0x" + _data_sha256(out)
     assert h.metadata["modelspec.architecture"].startswith("stable-diffusion-v")
     assert json.loads(h.metadata["cu.erased"]) == ["cat"]
     pipe = StableDiffusionPipeline.from_single_file(str(out), config=folder, local_files_only=True,
                                                     safety_checker=None)
     _assert_bit_exact(pipe, _expected(folder, state))
+
+
+def test_single_file_sd2_openclip_layout(runner, states, tmp_path):
+    """SD2's text encoder as in the original SD2 checkpoints (cond_stage_model.model.*, OpenCLIP):
+    fused q/k/v in_proj, ln_1/ln_2, c_fc/c_proj, ln_final; no HF CLIP key, no text_projection
+    (the HF SD2 CLIPTextModel has none)."""
+    folder, state, _ = states["sd2"]
+    out = tmp_path / "sd2.safetensors"
+    r = runner.invoke(app, ["export", "single-file", state, "--base", folder, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    keys = read_header(str(out)).tensors
+    oc = "cond_stage_model.model."
+    assert keys[oc + "transformer.resblocks.0.attn.in_proj_weight"]["shape"] == [48, 16]
+    assert keys[oc + "transformer.resblocks.1.attn.in_proj_bias"]["shape"] == [48]
+    for part in ("ln_1.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_proj.bias",
+                 "attn.out_proj.weight"):
+        assert oc + "transformer.resblocks.1." + part in keys, part
+    for k in ("positional_embedding", "token_embedding.weight", "ln_final.weight"):
+        assert oc + k in keys, k
+    assert oc + "text_projection" not in keys
+    assert not any(k.startswith("cond_stage_model.transformer.") for k in keys)
+    text = {k for k in resolve_base(folder).shapes() if k.startswith("text_encoder.")}
+    assert sum(k.startswith(oc) for k in keys) == len(text) - 2 * 2 * 2  # q/k/v -> in_proj
+
+
+def test_open_clip_state_prefix_and_position_ids():
+    """open_clip_state writes under the given prefix (either key spelling in) and drops the
+    position_ids buffer older HF text-encoder files carry."""
+    from cu_cli.ckpt.compvis import open_clip_state
+
+    w = {p: torch.full((4, 2), i, dtype=torch.float32) for i, p in enumerate("qkv")}
+    tensors = {f"encoder.layers.0.self_attn.{p}_proj.weight": t for p, t in w.items()}
+    tensors["embeddings.position_ids"] = torch.arange(3)[None]
+    tensors["text_model.final_layer_norm.bias"] = torch.zeros(2)
+    out = open_clip_state(tensors, "cond_stage_model.model.")
+    assert sorted(out) == ["cond_stage_model.model.ln_final.bias",
+                           "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"]
+    fused = out["cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"]
+    assert torch.equal(fused, torch.cat([w["q"], w["k"], w["v"]]))
 
 
 def test_single_file_minicanvas_reloads_bit_exact(runner, tmp_path):

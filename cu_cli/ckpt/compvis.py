@@ -5,23 +5,28 @@ beware"), generalised from SD1's hard-coded 4 blocks × 2 layers to any UNet/VAE
 SD topology (``layers_per_block``, ``block_out_channels``, which blocks have cross-attention), so
 the built-in MiniCanvas and the tiny test pipelines convert too. The inverse is diffusers'
 ``from_single_file`` (``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint``,
-``convert_ldm_clip_checkpoint``); tests reload an export with it and compare bit for bit.
+``convert_ldm_clip_checkpoint``, ``convert_open_clip_checkpoint``); tests reload an export with it
+and compare bit for bit.
 
-Layout written:
+Layout written (text encoders: the family's ``single_file_text_layout`` and
+``single_file_prefixes``, models/families.py):
 
 | component | CompVis prefix | notes |
 |---|---|---|
 | unet | ``model.diffusion_model.`` | ``input_blocks`` / ``middle_block`` / ``output_blocks`` |
 | vae | ``first_stage_model.`` | encoder/decoder ``down``/``up`` (decoder ``up`` reversed); mid-block attention q/k/v/proj_out as 1×1 convolutions |
-| text_encoder | ``cond_stage_model.transformer.`` (SDXL: ``conditioner.embedders.0.transformer.``) | HF CLIP names, always with ``text_model.`` (the transformers ≥ 5.6 flattening is undone) |
-| text_encoder_2 (SDXL) | ``conditioner.embedders.1.model.`` | OpenCLIP names: ``transformer.resblocks.N.attn.in_proj_*`` (q/k/v concatenated), ``ln_1``/``ln_2``, ``mlp.c_fc``/``mlp.c_proj``, ``ln_final``, ``positional_embedding``, ``token_embedding``, ``text_projection`` (transposed) |
+| text_encoder, ``clip`` layout (SD1; SDXL's first) | ``cond_stage_model.transformer.`` (SDXL: ``conditioner.embedders.0.transformer.``) | HF CLIP names, always with ``text_model.`` (the transformers ≥ 5.6 flattening is undone) |
+| text_encoder (SD2), text_encoder_2 (SDXL), ``open_clip`` layout | ``cond_stage_model.model.`` (SDXL: ``conditioner.embedders.1.model.``) | OpenCLIP names: ``transformer.resblocks.N.attn.in_proj_*`` (q/k/v concatenated), ``ln_1``/``ln_2``, ``mlp.c_fc``/``mlp.c_proj``, ``ln_final``, ``positional_embedding``, ``token_embedding``, ``text_projection`` (transposed; only when the HF model has one) |
 
-SD2's original checkpoints hold an OpenCLIP text encoder (``cond_stage_model.model.*``); cu writes
-the HF CLIP layout for every family, which diffusers reads; A1111/ComfyUI expect OpenCLIP for SD2.
+The OpenCLIP writer is the inverse of diffusers' ``convert_open_clip_checkpoint``. SD2: the HF
+``CLIPTextModel`` is OpenCLIP-H's first 23 of 24 resblocks (SD2 reads the penultimate layer) and has
+no ``text_projection``, so the file holds resblocks 0–22 and no ``text_projection``; diffusers
+ignores ``resblocks.23`` and ``cond_stage_model.model.text_projection`` anyway
+(``SD_2_TEXT_ENCODER_KEYS_TO_IGNORE``) and, with no ``text_projection``, splits ``in_proj`` at the
+config's ``hidden_size``.
 SDXL is the SGM layout (Stability-AI/generative-models): the UNet table is the same (no attention in
 an SDXL ``DownBlock2D``/``UpBlock2D`` falls out of the block types; transformer depth lives inside
-``attentions.N.transformer_blocks.M`` and keeps its names) plus ``add_embedding`` → ``label_emb.0``;
-text_encoder_2 is the inverse of diffusers' ``convert_open_clip_checkpoint``.
+``attentions.N.transformer_blocks.M`` and keeps its names) plus ``add_embedding`` → ``label_emb.0``.
 """
 
 from __future__ import annotations
@@ -32,8 +37,7 @@ from cu_cli.ckpt.keys import canonical_text_key
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer."
-SDXL_TEXT_PREFIX = "conditioner.embedders.0.transformer."
-OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+CLIP, OPEN_CLIP = "clip", "open_clip"  # the text-encoder layouts (Family.single_file_text_layout)
 
 _UNET_TOP = {
     "time_embedding.linear_1.": "time_embed.0.",
@@ -57,6 +61,9 @@ _OPEN_CLIP_TOP = {
     "text_model.final_layer_norm.bias": "ln_final.bias",
     "text_model.text_projection.weight": "text_projection",  # cu's spelling (ckpt/keys.py)
 }
+# a constant arange buffer (saved by transformers < 4.31, so in older HF text encoders' files);
+# OpenCLIP has no counterpart and diffusers' reload does not read one
+_OPEN_CLIP_SKIP = ("text_model.embeddings.position_ids",)
 _OPEN_CLIP_LAYER = (("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."),
                     ("mlp.fc2.", "mlp.c_proj."), ("self_attn.out_proj.", "attn.out_proj."))
 _LAYERS = "text_model.encoder.layers."
@@ -169,6 +176,16 @@ def text_key(name: str, prefix: str = TEXT_PREFIX) -> str:
     return prefix + canonical_text_key(name)
 
 
+def text_state(tensors: dict, layout: str, prefix: str) -> dict:
+    """One text encoder's tensors (module-relative keys, either spelling) in ``layout``
+    (``clip``: HF CLIP names; ``open_clip``: ``open_clip_state``) under ``prefix``."""
+    if layout == CLIP:
+        return {text_key(name, prefix): v for name, v in tensors.items()}
+    if layout == OPEN_CLIP:
+        return open_clip_state(tensors, prefix)
+    raise IncompatibleError(f"single-file export: unknown text-encoder layout {layout!r}")
+
+
 def _open_clip_layer_key(rest: str) -> str | None:
     """``N.<HF CLIP layer part>`` → ``transformer.resblocks.N.<OpenCLIP part>`` (None for q/k/v)."""
     n, part = rest.split(".", 1)
@@ -177,37 +194,48 @@ def _open_clip_layer_key(rest: str) -> str | None:
             return f"transformer.resblocks.{n}.{oc}{part[len(hf):]}"
     if part.startswith(("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.")):
         return None
-    raise IncompatibleError(f"single-file export: no OpenCLIP name for text_encoder_2 tensor "
+    raise IncompatibleError(f"single-file export: no OpenCLIP name for text-encoder tensor "
                             f"{_LAYERS + rest!r}")
 
 
-def open_clip_state(tensors: dict) -> dict:
-    """SDXL text_encoder_2 (HF ``CLIPTextModelWithProjection``, canonical ``text_model.…`` keys) →
-    OpenCLIP keys under ``conditioner.embedders.1.model.``: q/k/v concatenated (in that order) into
-    ``attn.in_proj_weight``/``in_proj_bias``, ``text_projection`` transposed (the inverse of
-    diffusers' ``convert_open_clip_checkpoint``)."""
+def _fuse_qkv(qkv: dict, prefix: str) -> dict:
+    """{(layer, weight|bias): {q, k, v}} → ``{prefix}transformer.resblocks.N.attn.in_proj_*``
+    (q, k, v concatenated in that order)."""
     import torch
 
+    out = {}
+    for (n, kind), parts in sorted(qkv.items()):
+        if sorted(parts) != ["k", "q", "v"]:
+            raise IncompatibleError(f"single-file export: text-encoder layer {n} lacks one of "
+                                    f"q/k/v_proj.{kind}")
+        out[f"{prefix}transformer.resblocks.{n}.attn.in_proj_{kind}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def open_clip_state(tensors: dict, prefix: str) -> dict:
+    """An HF CLIP text encoder (``CLIPTextModel`` or ``…WithProjection``, either key spelling) →
+    OpenCLIP keys under ``prefix`` (SD2: ``cond_stage_model.model.``, SDXL's text_encoder_2:
+    ``conditioner.embedders.1.model.``): q/k/v concatenated into ``attn.in_proj_weight``/
+    ``in_proj_bias``, ``text_projection`` transposed, ``position_ids`` dropped (the inverse of
+    diffusers' ``convert_open_clip_checkpoint``)."""
     out, qkv = {}, {}
     for name, v in tensors.items():
         name = canonical_text_key(name)
+        if name in _OPEN_CLIP_SKIP:
+            continue
         if name in _OPEN_CLIP_TOP:
             key = _OPEN_CLIP_TOP[name]
-            out[OPEN_CLIP_PREFIX + key] = v.T.contiguous() if key == "text_projection" else v
+            out[prefix + key] = v.T.contiguous() if key == "text_projection" else v
         elif name.startswith(_LAYERS):
             key = _open_clip_layer_key(name[len(_LAYERS):])
             if key is None:
                 n, _, proj, kind = name[len(_LAYERS):].split(".")
                 qkv.setdefault((n, kind), {})[proj[0]] = v
             else:
-                out[OPEN_CLIP_PREFIX + key] = v
+                out[prefix + key] = v
         else:
-            raise IncompatibleError(f"single-file export: no OpenCLIP name for text_encoder_2 "
+            raise IncompatibleError(f"single-file export: no OpenCLIP name for text-encoder "
                                     f"tensor {name!r}")
-    for (n, kind), parts in sorted(qkv.items()):
-        if sorted(parts) != ["k", "q", "v"]:
-            raise IncompatibleError(f"single-file export: text_encoder_2 layer {n} lacks one of "
-                                    f"q/k/v_proj.{kind}")
-        key = f"{OPEN_CLIP_PREFIX}transformer.resblocks.{n}.attn.in_proj_{kind}"
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    out.update(_fuse_qkv(qkv, prefix))
     return out

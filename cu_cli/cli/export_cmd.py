@@ -95,8 +95,8 @@ export_single_file_command.__doc__ = (
     "One original-layout (CompVis) .safetensors with UNet, VAE and text encoder "
     "(model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.*) for "
     "AUTOMATIC1111, ComfyUI, Forge, or diffusers' from_single_file(F, config=BASE_DIR). SD1.x and "
-    "SD2.x bases (SD2: HF CLIP text-encoder layout); SDXL bases in the SGM layout "
-    "(conditioner.embedders.*). Prints the path."
+    "SD2.x bases (SD2: OpenCLIP text-encoder layout, cond_stage_model.model.*); SDXL bases in the "
+    "SGM layout (conditioner.embedders.*). Prints the path."
     "\n\n" + EXIT_CODES_HELP)
 
 

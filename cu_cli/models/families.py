@@ -15,8 +15,10 @@ Each adapter gives
 - ``default_prediction`` / ``default_resolution``: used when the scheduler / UNet config does not
   say (the configs are the truth: SD 2.x-base is ε-prediction at 512², SD 2.x is v at 768²);
 - ``pipeline_class`` and ``load_kwargs``: the diffusers class that loads a folder offline;
-- ``single_file_prefixes``: the original-layout key prefixes of each component (documentation;
-  ``ckpt/compvis.py`` holds the tables ``cu export single-file`` writes).
+- ``single_file_prefixes``: the original-layout key prefixes of each component (``cu export
+  single-file`` writes each text encoder under its prefix; ``ckpt/compvis.py`` holds the tables);
+- ``single_file_text_layout``: each text encoder's key layout in a single file, ``clip`` (HF CLIP
+  names, ``…transformer.text_model.*``) or ``open_clip`` (OpenCLIP names, ``…model.*``).
 
 Text-embedding extraction for ``project-basis`` (models/text.py) is ``encode(...).hidden`` at
 the positions found with the first tokenizer, so every family embeds text the way its UNet sees it.
@@ -88,6 +90,7 @@ class Family:
     text_encoders = ("text_encoder",)
     single_file_prefixes = {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
                             "text_encoder": "cond_stage_model.transformer."}
+    single_file_text_layout = {"text_encoder": "clip"}
     single_file_export = True  # cu export single-file writes this family's CompVis layout
     # ModelSpec (exports): architecture per prediction type, reference implementation
     modelspec_arch = {"epsilon": "stable-diffusion-v1"}
@@ -121,6 +124,7 @@ class SD2(Family):
     default_resolution = 768
     single_file_prefixes = {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
                             "text_encoder": "cond_stage_model.model."}
+    single_file_text_layout = {"text_encoder": "open_clip"}  # what A1111/ComfyUI load for SD2
     modelspec_arch = {"epsilon": "stable-diffusion-v2-512",
                       "v_prediction": "stable-diffusion-v2-768-v"}
     implementation = "https://github.com/Stability-AI/stablediffusion"
@@ -144,6 +148,7 @@ class SDXL(Family):
     single_file_prefixes = {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
                             "text_encoder": "conditioner.embedders.0.transformer.",
                             "text_encoder_2": "conditioner.embedders.1.model."}
+    single_file_text_layout = {"text_encoder": "clip", "text_encoder_2": "open_clip"}
     single_file_export = True  # the SGM layout (conditioner.embedders.0 CLIP-L, .1 OpenCLIP)
     modelspec_arch = {"epsilon": "stable-diffusion-xl-v1-base"}
     implementation = "https://github.com/Stability-AI/generative-models"

@@ -16,7 +16,11 @@ dimension of every trainable attn2 K/V weight (ops/preserve.py):
   the parent's. When only attn2 K/V train, anchor prompts whose K/V equal the base's are drawn
   exactly as by the base. ``anchor_scope: chain`` adds the anchors of every earlier request of
   the parent's lineage (rebuilt from its recorded concepts, kinds and anchors), so that a later
-  request cannot move what an earlier one mapped its target onto.
+  request cannot move what an earlier one mapped its target onto;
+- ``erased`` — the target prompts of every earlier request of the parent's lineage (rebuilt the
+  same way), weight λ_e, held at the **parent's** K/V, which has them erased: the counterweight of
+  the anchor hold, so that pulling an anchor back to the base does not pull the concepts mapped
+  onto it back too (a cu extension; "keep previously erased concepts erased", issue 19).
 
 L = Σ_k tr(ΔW_k·M·ΔW_kᵀ) / Σ_k out_k with M = λ_c·M_c + λ_p·M_p and ΔW = W − W_parent. The same
 M is the closed-form preservation term (``quadratics``).
@@ -66,6 +70,9 @@ class Options:
                                    "own, or (chain) also those of every earlier request in the "
                                    "parent's lineage.", str, choices=("request", "chain"),
                                    neutral="request")
+    erased_weight: float | None = opt(None, "Hold the K/V of the earlier requests' target prompts "
+                                      "(the parent's lineage) at the parent's, erased, K/V, "
+                                      "weight λ_e (a cu extension).", float, ge=0, neutral=0.0)
 
 
 def _erased_before(plan) -> list[str]:
@@ -73,10 +80,10 @@ def _erased_before(plan) -> list[str]:
     return list(plan.parent_header.json("cu.erased", [])) if plan.parent_header else []
 
 
-def _lineage_anchor_prompts(plan, world, match: str) -> list[str]:
-    """The anchor prompts of the parent's earlier erase requests, rebuilt from each lineage
-    step's concepts and recorded anchors/kinds (``measured``); a step that read its anchor prompts
-    from a user file cannot be rebuilt and is skipped with a warning."""
+def _lineage_pairs(plan, world, match: str) -> list:
+    """The prompt pairs of the parent's earlier erase requests, rebuilt from each lineage step's
+    concepts and recorded anchors/kinds (``measured``); a step that read its anchor prompts from a
+    user file cannot be rebuilt and is skipped with a warning."""
     from cu_cli._util.errors import CuError
     from cu_cli.erase.prompts import build_pairs
 
@@ -91,16 +98,24 @@ def _lineage_anchor_prompts(plan, world, match: str) -> list[str]:
             continue
         for concept, anchor, kind in zip(st.get("concepts", []), m["anchors"], m["kinds"]):
             try:
-                pair = build_pairs(concept, kind, anchor or None, world, seed=0, match=match,
-                                   need_anchor=False)
+                out.append(build_pairs(concept, kind, anchor or None, world, seed=0, match=match,
+                                       need_anchor=False))
             except CuError:
                 skipped.append(concept)
-                continue
-            out += pair.anchor_prompts
     if skipped:
-        log.warning("anchor_scope chain: the anchors of %s cannot be rebuilt (anchor prompts "
-                    "from a file, or no anchor); only the others are held", ", ".join(skipped))
+        log.warning("the chain's earlier prompts of %s cannot be rebuilt (anchor prompts from a "
+                    "file, or no anchor); only the others are held", ", ".join(skipped))
     return out
+
+
+def _lineage_anchor_prompts(plan, world, match: str) -> list[str]:
+    """The anchor prompts of the parent's earlier erase requests (``_lineage_pairs``)."""
+    return [p for pair in _lineage_pairs(plan, world, match) for p in pair.anchor_prompts]
+
+
+def _lineage_target_prompts(plan, world, match: str) -> list[str]:
+    """The target prompts of the parent's earlier erase requests (``_lineage_pairs``)."""
+    return [p for pair in _lineage_pairs(plan, world, match) for p in pair.target_prompts]
 
 
 class KVMetric(Regularizer):
@@ -109,12 +124,12 @@ class KVMetric(Regularizer):
     Options = Options
     defaults = dict(preserve="none", preserve_weight=0.25, context_weight=0.0,
                     preserve_ref="parent", anchor_weight=0.0, preserve_focus=0.0,
-                    anchor_scope="request")
+                    anchor_scope="request", erased_weight=0.0)
 
     @classmethod
     def enabled(cls, cfg, plan) -> bool:
         on = ((cfg.preserve != "none" and cfg.preserve_weight) or cfg.context_weight
-              or cfg.anchor_weight)
+              or cfg.anchor_weight or cfg.erased_weight)
         return bool(on)
 
     def prepare(self, ctx, plan) -> None:
@@ -134,6 +149,10 @@ class KVMetric(Regularizer):
         if cfg.anchor_weight:
             for M, named in self._anchor_moments(ctx, plan, _erased_before(plan)):
                 (dirty if named else clean).append(cfg.anchor_weight * M)
+        if cfg.erased_weight:
+            M_e = self._erased_moment(ctx, plan)
+            if M_e is not None:
+                dirty.append(cfg.erased_weight * M_e)
         if cfg.preserve != "none" and cfg.preserve_weight:
             for M, named in self._preserve_moments(ctx, plan, erased):
                 at_base = cfg.preserve_ref == "base" and not named
@@ -215,6 +234,16 @@ class KVMetric(Regularizer):
         for named, group in sorted(groups.items()):
             out.append((second_moment(ctx.embed(group).float()) * (len(group) / len(prompts)), named))
         return out
+
+    def _erased_moment(self, ctx, plan):
+        """Moment of the earlier requests' target prompts (all positions), None from a base."""
+        from cu_cli.ops.preserve import second_moment
+
+        prompts = list(dict.fromkeys(_lineage_target_prompts(plan, ctx.world, ctx.cfg.match)))
+        self.info["erased_prompts"] = len(prompts)
+        if not prompts:
+            return None
+        return second_moment(self._states(ctx, prompts))
 
     def _context_moment(self, ctx):
         from cu_cli.erase.context_tokens import context_states

@@ -195,6 +195,7 @@ def test_anchor_weight_holds_the_anchor_prompts_at_the_root_base():
     pair = SimpleNamespace(anchor_prompts=anchors + ["a tree"], target_prompts=[])
     cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
                           preserve_ref="parent", anchor_weight=2.0, anchor_scope="request",
+                          erased_weight=0.0,
                           match="word", params="xattn-kv")
     ctx = SimpleNamespace(cfg=cfg, pairs=[pair], trainable={key: torch.nn.Parameter(parent_w)},
                           parent_values={key: parent_w.clone()},
@@ -240,3 +241,47 @@ def test_anchor_scope_chain_rebuilds_the_earlier_requests_anchor_prompts():
             + [world.caption(o, None) for o in world.objects])
     assert got == want
     assert _lineage_anchor_prompts(SimpleNamespace(parent_header=None), world, "word") == []
+
+
+def test_erased_weight_holds_the_earlier_targets_at_the_parent():
+    """erased_weight λ_e: the target prompts of the parent's earlier requests (rebuilt from its
+    lineage) are held at the parent's (erased) K/V; nothing is held from a base."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from cu_cli.erase.regularizers.kv_metric import KVMetric
+    from cu_cli.ops.preserve import second_moment
+    from cu_cli.world.registry import get_world
+
+    world = get_world("minicanvas")
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v.weight"
+    base_w = torch.zeros(3, 4)
+    parent_w = torch.ones(3, 4)
+    lineage = [{"op": "erase", "concepts": ["arrow"], "inputs": {},
+                "measured": {"anchors": ["tree"], "kinds": ["object"]}}]
+    header = SimpleNamespace(json=lambda k, d=None: (
+        json.loads(json.dumps(lineage)) if k == "cu.lineage" else
+        ["arrow"] if k == "cu.erased" else d))
+    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
+                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
+                          erased_weight=3.0, match="word", params="xattn-kv")
+
+    def ctx():
+        return SimpleNamespace(cfg=cfg, pairs=[], world=world,
+                               trainable={key: torch.nn.Parameter(parent_w.clone())},
+                               parent_values={key: parent_w.clone()},
+                               base_values=lambda: {key: base_w.clone()},
+                               pipe=SimpleNamespace(encode_text=_toy_encode), embed=_toy_encode)
+
+    kv = KVMetric()
+    kv.prepare(ctx(), SimpleNamespace(parent_header=header, concepts=["bolt"]))
+    targets = [world.caption("arrow", s) for s in world.styles]
+    assert kv.info["erased_prompts"] == len(targets)
+    (M, ref), = kv.parts
+    assert torch.equal(ref[key], parent_w)
+    assert torch.allclose(M, 3.0 * second_moment(_toy_encode(targets)), rtol=1e-5)
+    fresh = KVMetric()
+    fresh.prepare(ctx(), SimpleNamespace(parent_header=None, concepts=["bolt"]))
+    assert fresh.parts == []

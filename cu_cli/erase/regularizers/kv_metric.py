@@ -1,10 +1,11 @@
 """Retained-token K/V penalties (cu extensions on UCE's preservation term, arXiv 2308.14761).
 
-Two sources of token states H, each with its weight, fold into one metric on the input (text)
-dimension of every trainable attn2 K/V weight (ops/preserve.py):
+Sources of token states H, each with its weight and its reference weights, fold into metrics on
+the input (text) dimension of every trainable attn2 K/V weight (ops/preserve.py):
 
 - ``preserve`` — the world's other captions (``world``) or a user's prompt file (erase/preserve.py),
-  weight λ_p: M_p = H_p·H_pᵀ/N_p;
+  weight λ_p: M_p = H_p·H_pᵀ/N_p; with ``preserve_focus`` β, + β·M_near over the preserve
+  prompts that name one of the concept's words;
 - ``context`` — the request's own target-prompt positions before the concept's last token
   (erase/context_tokens.py), weight λ_c: M_c;
 - ``anchor`` — the request's own anchor prompts, every token position (the prompts the anchor
@@ -21,9 +22,13 @@ dimension of every trainable attn2 K/V weight (ops/preserve.py):
   same way), weight λ_e, held at the **parent's** K/V, which has them erased: the counterweight of
   the anchor hold, so that pulling an anchor back to the base does not pull the concepts mapped
   onto it back too (a cu extension; "keep previously erased concepts erased", issue 19).
+  On a world base the earlier prompts are rebuilt exactly; on a real base from the default
+  templates (seed 0), which need not be the very prompts an earlier request drew.
 
-L = Σ_k tr(ΔW_k·M·ΔW_kᵀ) / Σ_k out_k with M = λ_c·M_c + λ_p·M_p and ΔW = W − W_parent. The same
-M is the closed-form preservation term (``quadratics``).
+L = Σ_k [tr((W_k − W_k^parent)·M·(W_k − W_k^parent)ᵀ) + tr((W_k − W_k^0)·M_0·(W_k − W_k^0)ᵀ)]
+/ Σ_k out_k with M = λ_c·M_c + λ_p·M_p + λ_e·M_e (held at the parent) and M_0 = λ_a·M_a (held at
+the root base). The same parts are the closed-form preservation terms (``quadratics``), so UCE
+gets every hold too.
 
 ``preserve_ref: base`` (a cu extension for chains) bounds the *cumulative* drift of what was never
 erased: the states of prompts that name none of the parent's erased concepts (``cu.erased``) —

@@ -113,11 +113,7 @@ class Base:
             [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in srcs]
         ).encode()).hexdigest()
         cache = os.path.join(_cache_dir(), "fingerprints.json")
-        try:
-            with open(cache) as f:
-                known = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            known = {}
+        known = _read_cache_json(cache)
         if stat_key in known:
             _remember_base(known[stat_key], self)
             return known[stat_key]
@@ -195,11 +191,7 @@ def _remember_base(fingerprint: str, base: Base) -> None:
     """fingerprint -> absolute location of every base seen here (``base_for_states`` finds a
     state's base by fingerprint when the recorded path does not exist from this directory)."""
     path = os.path.join(_cache_dir(), "bases.json")
-    try:
-        with open(path) as f:
-            known = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        known = {}
+    known = _read_cache_json(path)
     where = {"id": base.id, "base_config": base.path if base.single_file else None}
     if known.get(fingerprint) == where:
         return
@@ -208,11 +200,7 @@ def _remember_base(fingerprint: str, base: Base) -> None:
 
 
 def _known_base(fingerprint: str | None) -> dict | None:
-    try:
-        with open(os.path.join(_cache_dir(), "bases.json")) as f:
-            where = json.load(f).get(fingerprint or "")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    where = _read_cache_json(os.path.join(_cache_dir(), "bases.json")).get(fingerprint or "")
     return where if isinstance(where, dict) and os.path.exists(str(where.get("id"))) else None
 
 
@@ -367,6 +355,16 @@ def base_for_states(paths: list[str], spec: str | None = None,
         return resolve_base(known["id"], base_config or known.get("base_config"))
     raise CuError(f"{paths[0]} was made from base {base_id!r}, which is not on this machine",
                   hint="pass --base PATH to the same base")
+
+
+def _read_cache_json(path: str) -> dict:
+    """A small JSON cache's contents; {} when it is missing, unreadable or not an object."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _write_cache_json(path: str, obj: dict) -> None:

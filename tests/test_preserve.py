@@ -221,7 +221,7 @@ def test_anchor_scope_chain_rebuilds_the_earlier_requests_anchor_prompts():
     import json
     from types import SimpleNamespace
 
-    from cu_cli.erase.regularizers.kv_metric import _lineage_anchor_prompts
+    from cu_cli.erase.regularizers.kv_metric import _lineage_pairs
     from cu_cli.world.registry import get_world
 
     world = get_world("minicanvas")
@@ -236,6 +236,9 @@ def test_anchor_scope_chain_rebuilds_the_earlier_requests_anchor_prompts():
     ]
     header = SimpleNamespace(json=lambda key, default=None: (
         json.loads(json.dumps(lineage)) if key == "cu.lineage" else default))
+    def _lineage_anchor_prompts(plan, world, match):
+        return [p for pair in _lineage_pairs(plan, world, match) for p in pair.anchor_prompts]
+
     got = _lineage_anchor_prompts(SimpleNamespace(parent_header=header), world, "word")
     want = ([world.caption("tree", s) for s in world.styles]
             + [world.caption(o, None) for o in world.objects])

@@ -113,16 +113,6 @@ def _lineage_pairs(plan, world, match: str) -> list:
     return out
 
 
-def _lineage_anchor_prompts(plan, world, match: str) -> list[str]:
-    """The anchor prompts of the parent's earlier erase requests (``_lineage_pairs``)."""
-    return [p for pair in _lineage_pairs(plan, world, match) for p in pair.anchor_prompts]
-
-
-def _lineage_target_prompts(plan, world, match: str) -> list[str]:
-    """The target prompts of the parent's earlier erase requests (``_lineage_pairs``)."""
-    return [p for pair in _lineage_pairs(plan, world, match) for p in pair.target_prompts]
-
-
 class KVMetric(Regularizer):
     name = "kv-metric"
     url = "https://arxiv.org/abs/2308.14761"
@@ -151,11 +141,15 @@ class KVMetric(Regularizer):
         cfg = ctx.cfg
         erased = _erased_before(plan) if cfg.preserve_ref == "base" else []
         clean, dirty = [], []  # metrics held at the base / at the parent
+        chain_anchors = bool(cfg.anchor_weight) and cfg.anchor_scope == "chain"
+        earlier = (_lineage_pairs(plan, ctx.world, cfg.match)
+                   if chain_anchors or cfg.erased_weight else [])
         if cfg.anchor_weight:
-            for M, named in self._anchor_moments(ctx, plan, _erased_before(plan)):
+            extra = [p for pair in earlier for p in pair.anchor_prompts] if chain_anchors else []
+            for M, named in self._anchor_moments(ctx, extra, _erased_before(plan)):
                 (dirty if named else clean).append(cfg.anchor_weight * M)
         if cfg.erased_weight:
-            M_e = self._erased_moment(ctx, plan)
+            M_e = self._erased_moment(ctx, [p for pair in earlier for p in pair.target_prompts])
             if M_e is not None:
                 dirty.append(cfg.erased_weight * M_e)
         if cfg.preserve != "none" and cfg.preserve_weight:
@@ -221,30 +215,30 @@ class KVMetric(Regularizer):
             return torch.cat([ctx.pipe.encode_text(prompts[i:i + 256]).float()
                               for i in range(0, len(prompts), 256)])
 
-    def _anchor_moments(self, ctx, plan, erased: list[str]) -> list:
-        """[(M, names an erased concept)] of the anchor prompts (all positions), each group
-        weighted by its share so that the sum is the moment of all of them."""
+    def _anchor_moments(self, ctx, extra: list[str], erased: list[str]) -> list:
+        """[(M, names an erased concept)] of the request's anchor prompts and ``extra`` (the
+        chain's earlier anchors), all positions, each group weighted by its share so that the sum
+        is the moment of all of them."""
         from cu_cli.erase.preserve import names_any
         from cu_cli.ops.preserve import second_moment
 
-        prompts = [p for pair in ctx.pairs for p in pair.anchor_prompts]
-        if ctx.cfg.anchor_scope == "chain":
-            prompts += _lineage_anchor_prompts(plan, ctx.world, ctx.cfg.match)
-        prompts = list(dict.fromkeys(prompts))
+        prompts = list(dict.fromkeys([p for pair in ctx.pairs for p in pair.anchor_prompts]
+                                     + extra))
         self.info["anchor_prompts"] = len(prompts)
         groups = {}
         for p in prompts:
             groups.setdefault(names_any(p, erased) if erased else False, []).append(p)
         out = []
         for named, group in sorted(groups.items()):
-            out.append((second_moment(ctx.embed(group).float()) * (len(group) / len(prompts)), named))
+            share = len(group) / len(prompts)
+            out.append((second_moment(ctx.embed(group).float()) * share, named))
         return out
 
-    def _erased_moment(self, ctx, plan):
+    def _erased_moment(self, ctx, targets: list[str]):
         """Moment of the earlier requests' target prompts (all positions), None from a base."""
         from cu_cli.ops.preserve import second_moment
 
-        prompts = list(dict.fromkeys(_lineage_target_prompts(plan, ctx.world, ctx.cfg.match)))
+        prompts = list(dict.fromkeys(targets))
         self.info["erased_prompts"] = len(prompts)
         if not prompts:
             return None

@@ -170,3 +170,49 @@ def test_eval_at_lists_requests_and_rejects_bad_values(tmp_path):
                    "eval: {at: 3}\n")
     with pytest.raises(UsageError, match="eval.at"):
         load_study(str(bad))
+
+
+def test_mixed_stream_scores_each_domain_with_its_protocol(runner, tmp_path, tiny_sd1,
+                                                           fake_classifier):
+    """A stream of an object then a style with ``eval.protocol`` a list: each state is scored by
+    both protocols on its erased concepts of their domain; the combined UA is over every erased
+    concept; report, csv and the dry-run chain carry the per-protocol scores (issue 19 stretch)."""
+    p = tmp_path / "mixed.yaml"
+    p.write_text(f"base: {tiny_sd1}\nseed: 3\n"
+                 "requests: [{concept: Bears, kind: object, anchor: Horses}, "
+                 "{concept: Van_Gogh, kind: style}]\n"
+                 "erase: {steps: 2, batch: 2, anchor_images: 2, anchor_steps: 1}\n"
+                 "eval: {protocol: [unlearncanvas-style, unlearncanvas-object], classifier: fake, "
+                 "seeds: 1, steps: 1}\n")
+    r = run(runner, str(p), tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    s1, s2 = json.load(open(tmp_path / "out" / "results.json"))["steps"]
+    assert s1["evals"]["unlearncanvas-style"]["erased"] == []
+    assert s1["evals"]["unlearncanvas-style"]["ua"] is None
+    assert s1["evals"]["unlearncanvas-object"]["erased"] == ["Bears"]
+    assert s2["evals"]["unlearncanvas-style"]["erased"] == ["Van_Gogh"]
+    obj, sty = s2["evals"]["unlearncanvas-object"], s2["evals"]["unlearncanvas-style"]
+    assert s2["ua"] == pytest.approx(
+        100 - (obj["per_concept"]["Bears"] + sty["per_concept"]["Van_Gogh"]) / 2)
+    assert s2["ra_i"] == pytest.approx((obj["ra_i"] + sty["ra_i"]) / 2)
+    assert s2["per_concept"]["Bears"] == obj["per_concept"]["Bears"]
+    assert s2["per_concept"]["Van_Gogh"] == sty["per_concept"]["Van_Gogh"]
+    out = tmp_path / "out"
+    assert "ua@unlearncanvas-object" in (out / "results.csv").read_text().splitlines()[0]
+    assert "Per protocol" in (out / "report.md").read_text()
+    script = runner.invoke(app, ["run", str(p), "-o", str(tmp_path / "b"), "--dry-run"]).stdout
+    evals = [ln for ln in script.splitlines() if ln.startswith("cu eval")]
+    assert len(evals) == 4 and sum("--protocol unlearncanvas-object" in ln for ln in evals) == 2
+    # cu eval of the mixed state with one domain's protocol: that domain's concept only, a warning
+    r = runner.invoke(app, ["eval", s2["path"], "--protocol", "unlearncanvas-object",
+                            "--classifier", "fake", "--seeds", "1", "--steps", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["states"][0]["erased"] == ["Bears"]
+    assert "Van_Gogh" in r.stderr and "not scored" in r.stderr
+
+
+def test_mixed_protocol_list_must_name_protocols(runner, tmp_path):
+    p = tmp_path / "b.yaml"
+    p.write_text("requests: [a]\neval: {protocol: [minicanvas-style, nosuch]}\n")
+    r = runner.invoke(app, ["run", str(p), "-o", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 2 and "eval.protocol" in r.output

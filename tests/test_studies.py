@@ -38,7 +38,7 @@ def test_study_runs(tmp_path, tiny_sd1, fake_classifier, path):  # noqa: F811
     from cu_cli.run.study import load_study
 
     st = load_study(path, overrides=QUICK)
-    assert len(st.requests) == 12
+    assert len(st.requests) == (24 if st.name == "minicanvas-stream24" else 12)
     steps = 2 if st.setting != "sequential" else 1
     if st.base and not st.base == "minicanvas":  # UnlearnCanvas placeholder base -> tiny
         st = replace(st, base=tiny_sd1, eval={**st.eval, "classifier": "fake", "seeds": 1,

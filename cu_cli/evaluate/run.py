@@ -22,6 +22,7 @@ from cu_cli._util.seed import derive_seed
 from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
 from cu_cli.ckpt.format import load_tensors
 from cu_cli.evaluate.metrics import compute_metrics
+from cu_cli._util.text import concept_key
 from cu_cli.evaluate.protocols import Protocol, default_protocol, get_protocol
 
 log = get_logger(__name__)
@@ -84,6 +85,15 @@ class EvalResult:
                 "seconds": self.seconds}
 
 
+def _own_domain(proto: Protocol, erased: list[str]) -> tuple[list[str], list[str]]:
+    """(erased concepts of the protocol's domain, those of its cross domain); any other name is
+    kept, so that ``proto.match`` rejects it (exit 2)."""
+    cross = {concept_key(c) for c in (proto.objects if proto.domain == "style" else proto.styles)}
+    own = {concept_key(c) for c in proto.in_domain}
+    other = [c for c in erased if concept_key(c) in cross and concept_key(c) not in own]
+    return [c for c in erased if c not in other], other
+
+
 def run_eval(req: EvalRequest) -> EvalResult:
     from cu_cli.models.base import base_for_states
     from cu_cli.models.precision import check_dtype, resolve_device
@@ -103,6 +113,13 @@ def run_eval(req: EvalRequest) -> EvalResult:
     all_erased = [c for e in erased_lists for c in e]
     name = req.protocol or default_protocol(get_world(base.world), req.erased or all_erased)
     proto = _override(get_protocol(name, req.prompt_variant), req)
+    if req.erased is None:  # a state of a mixed stream: the protocol scores its own domain
+        split = [_own_domain(proto, e) for e in erased_lists]
+        erased_lists, dropped = [own for own, _ in split], [other for _, other in split]
+        warnings += [f"{h.path}: erased {', '.join(map(repr, d))} not scored by protocol "
+                     f"{proto.name} (a {'object' if proto.domain == 'style' else 'style'}; "
+                     f"evaluate it with that domain's protocol)"
+                     for h, d in zip(headers, dropped) if d]
     given = list(erased_lists)
     erased_lists = [proto.match(e, "--erased" if req.erased is not None else
                                 f"{h.path}: erased concept") for e, h in zip(erased_lists, headers)]

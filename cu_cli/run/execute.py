@@ -164,8 +164,6 @@ def eval_settings(study) -> dict:
 def _evaluate(study, step: Step, payload: str, out_dir: str) -> tuple[dict, float | None]:
     """(metrics, seconds the evaluation took) of state k (cached under DIR/evals/ by payload +
     settings, with its time, so a resumed run reports what the step cost, not the reuse)."""
-    from cu_cli.evaluate.run import EvalRequest, run_eval
-
     settings = eval_settings(study)
     key = "sha256:" + hashlib.sha256(json.dumps({"payload": payload, **settings},
                                                 sort_keys=True).encode()).hexdigest()
@@ -176,16 +174,65 @@ def _evaluate(study, step: Step, payload: str, out_dir: str) -> tuple[dict, floa
         if cached.get("key") == key:
             return cached["metrics"], cached.get("seconds")
     t0 = time.time()
-    res = run_eval(EvalRequest(
-        states=[step.state], base=study.base,
-        base_config=study.base_config, protocol=settings["protocol"], seeds=settings["seeds"],
-        steps=settings["steps"], guidance=settings["guidance"], classifier=settings["classifier"],
-        cra_scope=settings["cra_scope"], device=study.device))
-    metrics = res.states[0]["metrics"]
-    metrics["protocol"] = res.protocol
+    if isinstance(settings["protocol"], list):
+        metrics = _evaluate_mixed(study, step, settings)
+    else:
+        metrics = _eval_one(study, step, settings, settings["protocol"], None)
     seconds = round(time.time() - t0, 2)
     write_json(path, {"key": key, "metrics": metrics, "seconds": seconds})
     return metrics, seconds
+
+
+def _eval_one(study, step: Step, settings: dict, protocol, erased) -> dict:
+    from cu_cli.evaluate.run import EvalRequest, run_eval
+
+    res = run_eval(EvalRequest(
+        states=[step.state], base=study.base,
+        base_config=study.base_config, protocol=protocol, seeds=settings["seeds"],
+        steps=settings["steps"], guidance=settings["guidance"], classifier=settings["classifier"],
+        cra_scope=settings["cra_scope"], device=study.device, erased=erased))
+    metrics = res.states[0]["metrics"]
+    metrics["protocol"] = res.protocol
+    return metrics
+
+
+def _evaluate_mixed(study, step: Step, settings: dict) -> dict:
+    """A stream that mixes domains (``eval.protocol`` a list): the state is scored on each
+    protocol with its erased concepts of that protocol's domain (none: UA is undefined there, RA
+    still measured). Combined: UA = 100 − the mean accuracy of every erased concept (each scored
+    by its own domain's protocol), RA-I / RA-C = the mean of the protocols' RA-I / RA-C;
+    ``per_concept`` takes each concept from the protocol whose domain it is. The per-protocol
+    metrics stay under ``evals``."""
+    from cu_cli._util.text import concept_key
+    from cu_cli.ckpt.checkpoint import open_checkpoint
+    from cu_cli.evaluate.protocols import get_protocol
+
+    erased = open_checkpoint(step.state).json("cu.erased", [])
+    evals, per, erased_acc = {}, {}, []
+    for name in settings["protocol"]:
+        proto = get_protocol(name)
+        mine = {concept_key(c) for c in proto.in_domain}
+        here = [c for c in erased if concept_key(c) in mine]
+        m = _eval_one(study, step, settings, name, None)  # cu eval keeps its own domain
+        evals[name] = {k: m[k] for k in ("ua", "ra_i", "ra_c", "per_concept")}
+        evals[name]["erased"] = proto.match(here)
+        erased_acc += [m["per_concept"][c] for c in evals[name]["erased"]]
+        for c, v in m["per_concept"].items():
+            if c in proto.in_domain or c not in per:
+                per[c] = v
+    unmatched = [c for c in erased if not any(
+        concept_key(c) == concept_key(x) for e in evals.values() for x in e["erased"])]
+    if unmatched:
+        raise UsageError(f"{step.state}: erased {unmatched[0]!r} is in none of the protocols "
+                         f"{', '.join(settings['protocol'])}")
+
+    def mean(key):
+        vals = [e[key] for e in evals.values() if e[key] is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return {"ua": 100 - sum(erased_acc) / len(erased_acc) if erased_acc else None,
+            "ra_i": mean("ra_i"), "ra_c": mean("ra_c"), "per_concept": per,
+            "protocol": list(settings["protocol"]), "evals": evals}
 
 
 def _drift(study, step: Step, prev_state: str | None) -> dict:
@@ -234,6 +281,8 @@ def run_study(study, out_dir: str, force: bool = False, only_step: int | None = 
             m, row["eval_seconds"] = _evaluate(study, step, payload, out_dir)
             row.update({"ua": m["ua"], "ra_i": m["ra_i"], "ra_c": m["ra_c"],
                         "per_concept": m["per_concept"], "protocol": m.get("protocol")})
+            if "evals" in m:
+                row["evals"] = m["evals"]
         t2 = time.time()
         row.update(_drift(study, step, prev_state if study.setting == "sequential" else None))
         rest += time.time() - t2

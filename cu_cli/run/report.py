@@ -22,12 +22,24 @@ def _write_text(path: str, text: str) -> None:
             f.write(text)
 
 
+def protocols(results: dict) -> list[str]:
+    """The protocols of a mixed-domain study's per-protocol scores (``evals``), in order."""
+    names: list[str] = []
+    for s in results["steps"]:
+        names += [n for n in (s.get("evals") or {}) if n not in names]
+    return names
+
+
 def write_csv(results: dict, path: str) -> None:
+    """One row per step; a mixed-domain study adds ``ua@PROTOCOL`` etc. after the combined ones."""
+    extra = [(f"{m}@{p}", p, m) for p in protocols(results) for m in ("ua", "ra_i", "ra_c")]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(COLUMNS)
+    w.writerow(COLUMNS + [c for c, _, _ in extra])
     for s in results["steps"]:
-        w.writerow(["" if s.get(c) is None else s.get(c) for c in COLUMNS])
+        ev = s.get("evals") or {}
+        w.writerow(["" if s.get(c) is None else s.get(c) for c in COLUMNS]
+                   + ["" if (ev.get(p) or {}).get(m) is None else ev[p][m] for _, p, m in extra])
     _write_text(path, buf.getvalue())
 
 
@@ -112,6 +124,17 @@ def write_report(results: dict, out_dir: str, grid: str | None = None) -> None:
         lines.append(f"| {s['k']} | {s['concept']} | {_fmt(s.get('ua'))} | {_fmt(s.get('ra_i'))} "
                      f"| {_fmt(s.get('ra_c'))} | {s['l2']:.3f} | {_fmt(s.get('l2_vs_parent'))} | "
                      f"{s['seconds']:.0f} | `{s['payload_sha256'][7:19]}` |")
+    names = protocols(results)
+    if names:
+        lines += ["", "Per protocol (each scored on the state's erased concepts of its domain; "
+                  "the table above: UA over every erased concept, RA-I / RA-C the protocols' "
+                  "mean), UA / RA-I / RA-C:", "",
+                  "| k | concept | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for s in results["steps"]:
+            ev = s.get("evals") or {}
+            cells = [" / ".join(_fmt((ev.get(n) or {}).get(m)) for m in ("ua", "ra_i", "ra_c"))
+                     if n in ev else "" for n in names]
+            lines.append(f"| {s['k']} | {s['concept']} | " + " | ".join(cells) + " |")
     concepts, rows = retention(results)
     if concepts:
         lines += ["", "Retention matrix (accuracy % of each concept after each request; the "

@@ -15,6 +15,13 @@ from cu_cli.run.study import eval_due
 from cu_cli.run.steps import expand
 
 
+def _mixed_evals(step, names: list[str], ev_flags: list[str]) -> list[str]:
+    """One ``cu eval`` per protocol (each scores the state's erased concepts of its domain)."""
+    q = shlex.quote
+    return [" ".join(["cu eval", q(step.state), f"--protocol {q(name)}", *ev_flags, "--json -q",
+                      f"> {q(step.state)}.{name}.eval.json"]) for name in names]
+
+
 def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
     q = shlex.quote
     lines = ["#!/usr/bin/env bash", f"# cu run {q(shown_path or study.path)} as a plain chain "
@@ -28,7 +35,8 @@ def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
         [f"--base-config {q(study.base_config)}"] if study.base_config else [])
     ev = eval_settings(study)
     ev_flags = [f"--{k} {q(str(ev[k]))}" for k in ("protocol", "seeds", "steps", "guidance",
-                                                   "classifier") if ev[k] is not None]
+                                                   "classifier")
+                if ev[k] is not None and not isinstance(ev[k], list)]
     steps = expand(study, out_dir)
     for step in steps:
         src = [f"--from {q(step.parent)}"] if step.parent else base
@@ -50,7 +58,9 @@ def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
                                    *([f"--density {m['density']}"] if "density" in m else []),
                                    *([f"--keys {q(m['keys'])}"] if "keys" in m else []),
                                    "-q", "--force", f"-o {q(step.state)}"]))
-        if eval_due(study.eval, step.k, len(steps)):
+        if eval_due(study.eval, step.k, len(steps)) and isinstance(ev["protocol"], list):
+            lines += _mixed_evals(step, ev["protocol"], ev_flags)
+        elif eval_due(study.eval, step.k, len(steps)):
             lines.append(" ".join(["cu eval", q(step.state), *ev_flags, "--json -q",
                                    f"> {q(step.state)}.eval.json"]))
     lines.append(" ".join(["cu drift", *[q(s.state) for s in steps],

@@ -15,6 +15,8 @@ project_basis: {top_m: 50}         # optional: a `cu project-basis` from each pa
 merge: {method: ties, lambda: 1.25, density: 0.8}   # independent: merge of states 1..k
 eval: {protocol: minicanvas-style, seeds: 10, steps: 25, every: 1}
 ```
+``eval.protocol`` may be a list (a stream that mixes styles and objects): each state is scored on
+every listed protocol with the state's erased concepts of that protocol's domain (execute.py).
 Settings (Lee et al., arXiv 2511.07970): **sequential** — request k erases from state k−1;
 **independent** — each request from the base, state k = the merge of requests 1..k;
 **simultaneous** — state k = one erase of {1..k} from the base (the paper's upper reference).
@@ -120,6 +122,16 @@ def load_study(path: str, overrides: dict | None = None) -> Study:
 def _eval_section(raw: dict, path: str) -> dict:
     """``eval:`` keys; ``at`` is a list of request numbers (1-based) evaluated besides the last."""
     ev = dict(_check_keys(raw.get("eval") or {}, EVAL_KEYS, "eval", path))
+    proto = ev.get("protocol")
+    if isinstance(proto, list):
+        from cu_cli.evaluate.protocols import PROTOCOLS
+
+        if not proto or not all(isinstance(p, str) and p in PROTOCOLS for p in proto) or len(
+                set(proto)) != len(proto):
+            raise UsageError(f"{path}: eval.protocol: expected a protocol name or a list of "
+                             f"distinct names from {', '.join(PROTOCOLS)}, got {proto!r}")
+    elif proto is not None:
+        _typed(proto, str, "eval.protocol", path)
     at = ev.get("at")
     if at is not None and (not isinstance(at, list) or not all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in at)):

@@ -245,3 +245,39 @@ def test_conabl_anchor_auto_resolves_from_the_request_inputs(tiny_sd1, tmp_path)
     later = plan_erase(EraseRequest(concepts=["Birds"], out=str(tmp_path / "b.safetensors"),
                                     cfg=cfg, parent=parent, seed=1, device="cpu"))
     assert later.config.conabl_anchor == "base"
+
+
+def test_anchor_scope_auto_holds_object_requests_only(tiny_sd1, tmp_path):
+    """anchor_scope auto (kv_metric.py): an object request gets the chain scope with the given
+    weights (from the base and --from a state); a style request gets no hold at all and the plan
+    key it had without the options (an explicit --anchor-weight warns)."""
+    import torch
+
+    from cu_cli.erase.options import build_config
+    from cu_cli.erase.plan import EraseRequest, plan_erase
+    from cu_cli.models.base import resolve_base
+    from tests.helpers import kv_keys, make_ckpt
+
+    def plan(values, parent=None, name="a", concept="Birds"):
+        cfg, _ = build_config(values, {}, where="test")
+        return plan_erase(EraseRequest(concepts=[concept], out=str(tmp_path / f"{name}.st"),
+                                       cfg=cfg, base=None if parent else tiny_sd1, parent=parent,
+                                       seed=1, device="cpu"))
+
+    holds = {"anchor_scope": "auto", "anchor_weight": 4.0, "erased_weight": 64.0}
+    obj = {"kind": "object", "anchor": "Cats"}
+    first = plan({**obj, **holds})
+    assert (first.config.anchor_weight, first.config.erased_weight,
+            first.config.anchor_scope) == (4.0, 64.0, "chain")
+    style = plan({"kind": "style", **holds}, concept="Van Gogh")
+    assert (style.config.anchor_weight, style.config.erased_weight,
+            style.config.anchor_scope) == (0.0, 0.0, "request")
+    assert style.key() == plan({"kind": "style"}, concept="Van Gogh").key()
+    assert any("--anchor-weight is off for a style request" in w for w in style.warnings)
+    base = resolve_base(tiny_sd1)
+    keys = kv_keys(base)[:2]
+    deltas = {k: torch.full(v.shape, 0.01) for k, v in base.get_tensors(keys).items()}
+    parent = make_ckpt(tmp_path / "p.safetensors", base, deltas, ["Bears"])
+    later = plan({**obj, **holds}, parent, "b")
+    assert later.config.anchor_scope == "chain" and later.config.erased_weight == 64.0
+    assert later.key() != plan(obj, parent, "c").key()

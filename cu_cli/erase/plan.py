@@ -109,7 +109,17 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     cfg, pairs = _config_and_pairs(req.cfg or EraseConfig(), req, world, erase_profile(base.world))
     from cu_cli.erase.objectives import ERASE_OBJECTIVES
 
+    from cu_cli.erase.regularizers import REGULARIZERS
+
     cfg = ERASE_OBJECTIVES[cfg.method].resolve_inputs(cfg, has_parent=req.parent is not None)
+    for reg in REGULARIZERS:
+        cfg = reg.resolve_inputs(cfg, has_parent=req.parent is not None)
+    given = req.cfg or EraseConfig()
+    for name in ("anchor_weight", "erased_weight"):
+        if getattr(given, name, None) and not getattr(cfg, name):
+            warnings.append(f"--{name.replace('_', '-')} is off for a {cfg.kind} request with "
+                            "--anchor-scope auto (the holds are for object requests); pass "
+                            "--anchor-scope request or chain to hold anyway")
     basis_header = None
     if req.basis:
         from cu_cli.ckpt.basis import read_basis_header

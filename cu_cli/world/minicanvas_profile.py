@@ -20,6 +20,9 @@ ERASE_DEFAULTS = {
         context_weight=4.0,  # request-context K/V penalty (erase/context_tokens.py)
         conabl_eta=0.05,  # negative guidance of the target by the parent (objectives/conabl.py)
         conabl_anchor="auto",  # from request 2 of a chain the base predicts the anchor target
+        anchor_scope="auto",  # object requests: the chain's anchors held at the base's K/V ...
+        anchor_weight=4.0,  # ... at this weight (style requests: no hold)
+        erased_weight=64.0,  # object requests: earlier targets held at the parent's (erased) K/V
     ),
     "esd": dict(steps=150, lr=2e-4, batch=8),
     "erasediff": dict(steps=120, lr=4e-4, batch=16, anchor_images=128),

@@ -13,7 +13,9 @@ and acts through the step's hooks:
   quadratics ``weight · Σ_k tr((W_k − R_k)·M·(W_k − R_k)ᵀ)`` (M = I when ``metric`` is None; one
   per reference R), which a closed-form objective adds to its normal equations instead of taking
   gradient steps;
-- :meth:`~Regularizer.measured` — what the lineage records under ``measured``.
+- :meth:`~Regularizer.measured` — what the lineage records under ``measured``;
+- :meth:`~Regularizer.resolve_inputs` — before the plan is keyed: option values that depend on
+  whether the request continues a chain (``auto``), resolved to what runs and is recorded.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class Regularizer:
     url: str | None = None
     Options: type | None = None
     defaults: dict = {}
+
+    @classmethod
+    def resolve_inputs(cls, cfg, has_parent: bool):
+        """The config with this regularizer's ``auto`` values resolved (default: unchanged)."""
+        return cfg
 
     @classmethod
     def enabled(cls, cfg, plan) -> bool:

@@ -72,9 +72,11 @@ class Options:
                                       "root base's, weight λ_a (a cu extension).", float, ge=0,
                                       neutral=0.0)
     anchor_scope: str | None = opt(None, "Which anchors --anchor-weight holds: the request's "
-                                   "own, or (chain) also those of every earlier request in the "
-                                   "parent's lineage.", str, choices=("request", "chain"),
-                                   neutral="request")
+                                   "own, (chain) also those of every earlier request in the "
+                                   "parent's lineage, or auto: chain for an object request, "
+                                   "and for any other kind no anchor or erased hold at all.",
+                                   str,
+                                   choices=("request", "chain", "auto"), neutral="request")
     erased_weight: float | None = opt(None, "Hold the K/V of the earlier requests' target prompts "
                                       "(the parent's lineage) at the parent's, erased, K/V, "
                                       "weight λ_e (a cu extension).", float, ge=0, neutral=0.0)
@@ -120,6 +122,21 @@ class KVMetric(Regularizer):
     defaults = dict(preserve="none", preserve_weight=0.25, context_weight=0.0,
                     preserve_ref="parent", anchor_weight=0.0, preserve_focus=0.0,
                     anchor_scope="request", erased_weight=0.0)
+
+    @classmethod
+    def resolve_inputs(cls, cfg, has_parent: bool):
+        """``anchor_scope: auto`` → ``chain`` for an object request (its anchor is an object,
+        which the erase rewrites along with the target; from the base the chain is the request
+        itself); for any other kind both holds are off (weights 0, scope ``request``: the plan
+        without them, bit for bit), as for an object request whose weights are both 0. Measured
+        on MiniCanvas: docs/erase.md, "Anchor and erased holds"."""
+        from dataclasses import replace
+
+        if cfg.anchor_scope != "auto":
+            return cfg
+        if cfg.kind == "object" and (cfg.anchor_weight or cfg.erased_weight):
+            return replace(cfg, anchor_scope="chain")
+        return replace(cfg, anchor_scope="request", anchor_weight=0.0, erased_weight=0.0)
 
     @classmethod
     def enabled(cls, cfg, plan) -> bool:

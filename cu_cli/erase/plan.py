@@ -108,7 +108,6 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     world = get_world(base.world)
     cfg, pairs = _config_and_pairs(req.cfg or EraseConfig(), req, world, erase_profile(base.world))
     from cu_cli.erase.objectives import ERASE_OBJECTIVES
-
     from cu_cli.erase.regularizers import REGULARIZERS
 
     cfg = ERASE_OBJECTIVES[cfg.method].resolve_inputs(cfg, has_parent=req.parent is not None)

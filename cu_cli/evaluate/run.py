@@ -19,10 +19,10 @@ import numpy as np
 from cu_cli._util.errors import UsageError
 from cu_cli._util.log import get_logger
 from cu_cli._util.seed import derive_seed
+from cu_cli._util.text import concept_key
 from cu_cli.ckpt.checkpoint import BaseIdentity, check_base, open_checkpoint
 from cu_cli.ckpt.format import load_tensors
 from cu_cli.evaluate.metrics import compute_metrics
-from cu_cli._util.text import concept_key
 from cu_cli.evaluate.protocols import Protocol, default_protocol, get_protocol
 
 log = get_logger(__name__)

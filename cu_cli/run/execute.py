@@ -193,6 +193,7 @@ def _eval_one(study, step: Step, settings: dict, protocol, erased) -> dict:
         cra_scope=settings["cra_scope"], device=study.device, erased=erased))
     metrics = res.states[0]["metrics"]
     metrics["protocol"] = res.protocol
+    metrics["erased"] = res.states[0]["erased"]  # in the protocol's spelling, its domain only
     return metrics
 
 
@@ -207,21 +208,18 @@ def _evaluate_mixed(study, step: Step, settings: dict) -> dict:
     from cu_cli.ckpt.checkpoint import open_checkpoint
     from cu_cli.evaluate.protocols import get_protocol
 
-    erased = open_checkpoint(step.state).json("cu.erased", [])
     evals, per, erased_acc = {}, {}, []
     for name in settings["protocol"]:
-        proto = get_protocol(name)
-        mine = {concept_key(c) for c in proto.in_domain}
-        here = [c for c in erased if concept_key(c) in mine]
         m = _eval_one(study, step, settings, name, None)  # cu eval keeps its own domain
-        evals[name] = {k: m[k] for k in ("ua", "ra_i", "ra_c", "per_concept")}
-        evals[name]["erased"] = proto.match(here)
-        erased_acc += [m["per_concept"][c] for c in evals[name]["erased"]]
+        evals[name] = {k: m[k] for k in ("ua", "ra_i", "ra_c", "per_concept", "erased")}
+        erased_acc += [m["per_concept"][c] for c in m["erased"]]
+        own = get_protocol(name).in_domain
         for c, v in m["per_concept"].items():
-            if c in proto.in_domain or c not in per:
+            if c in own or c not in per:
                 per[c] = v
-    unmatched = [c for c in erased if not any(
-        concept_key(c) == concept_key(x) for e in evals.values() for x in e["erased"])]
+    scored = {concept_key(x) for e in evals.values() for x in e["erased"]}
+    unmatched = [c for c in open_checkpoint(step.state).json("cu.erased", [])
+                 if concept_key(c) not in scored]
     if unmatched:
         raise UsageError(f"{step.state}: erased {unmatched[0]!r} is in none of the protocols "
                          f"{', '.join(settings['protocol'])}")

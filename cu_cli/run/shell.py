@@ -58,9 +58,11 @@ def shell_chain(study, out_dir: str, shown_path: str | None = None) -> str:
                                    *([f"--density {m['density']}"] if "density" in m else []),
                                    *([f"--keys {q(m['keys'])}"] if "keys" in m else []),
                                    "-q", "--force", f"-o {q(step.state)}"]))
-        if eval_due(study.eval, step.k, len(steps)) and isinstance(ev["protocol"], list):
+        if not eval_due(study.eval, step.k, len(steps)):
+            continue
+        if isinstance(ev["protocol"], list):
             lines += _mixed_evals(step, ev["protocol"], ev_flags)
-        elif eval_due(study.eval, step.k, len(steps)):
+        else:
             lines.append(" ".join(["cu eval", q(step.state), *ev_flags, "--json -q",
                                    f"> {q(step.state)}.eval.json"]))
     lines.append(" ".join(["cu drift", *[q(s.state) for s in steps],

@@ -14,8 +14,9 @@ and acts through the step's hooks:
   per reference R), which a closed-form objective adds to its normal equations instead of taking
   gradient steps;
 - :meth:`~Regularizer.measured` — what the lineage records under ``measured``;
-- :meth:`~Regularizer.resolve_inputs` — before the plan is keyed: option values that depend on
-  whether the request continues a chain (``auto``), resolved to what runs and is recorded.
+- :meth:`~Regularizer.resolve_inputs` — before the plan is keyed: ``auto`` option values that
+  depend on the request (its kind, whether it continues a chain), resolved to what runs and is
+  recorded.
 """
 
 from __future__ import annotations

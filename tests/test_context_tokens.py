@@ -112,3 +112,22 @@ def test_conabl_eta_target_is_anchor_minus_eta_times_parent_concept_direction():
         target = e_anc - eta * (model(W_par, z, emb["tgt"]) - model(W_par, z, emb["anc"]))
         want = ((e_tgt - target) ** 2).sum(dim=(1, 2, 3)).div(9).mean()
         assert torch.allclose(got, want, rtol=1e-5)
+
+
+def test_context_extent_prompt_and_eos_hold_every_position_before_or_through_eos(tiny_sd1):
+    """``context_extent``: ``prompt`` holds every position before EOS (the erasure then acts only
+    through EOS and the padding), ``eos`` holds EOS too; ``concept`` is the default cut."""
+    pipe = resolve_base(tiny_sd1).load_pipeline()
+    prompts = ["a star in neon stripes style", "a cat in neon stripes style"]
+    pairs = [PromptPairs("neon stripes", "style", "", ["a star", "a cat"], prompts,
+                         ["neon stripes"])]
+    enc = pipe.encode_text(prompts).float()
+    ids = pipe.tokenize(prompts[:1])[0].tolist()
+    eos = ids.index(pipe.tokenizer.eos_token_id)
+    concept = context_states(pipe, pairs)
+    prompt = context_states(pipe, pairs, extent="prompt")
+    through = context_states(pipe, pairs, extent="eos")
+    assert torch.allclose(prompt, torch.cat([enc[0, :eos], enc[1, :eos]]))
+    assert torch.allclose(through, torch.cat([enc[0, :eos + 1], enc[1, :eos + 1]]))
+    assert concept.shape[0] < prompt.shape[0] < through.shape[0]
+    assert torch.allclose(prompt[:concept.shape[0] // 2], concept[:concept.shape[0] // 2])

@@ -41,12 +41,15 @@ def word_ids(pipe, text: str) -> list[int]:
     return [int(i) for i in pipe.tokenizer([text], add_special_tokens=False).input_ids[0]]
 
 
-def context_states(pipe, pairs, encode=None) -> torch.Tensor:
+def context_states(pipe, pairs, encode=None, extent: str = "concept") -> torch.Tensor:
     """H_c as [N_c, d] over every pair's distinct target prompts (empty when no target prompt
     contains its concept's tokens). ``encode``: prompts → [B, L, d] token states (default
-    ``pipe.encode_text``; an erase passes its per-request cache, which already holds them)."""
+    ``pipe.encode_text``; an erase passes its per-request cache, which already holds them).
+    ``extent``: ``concept`` (the cut above), ``prompt`` (every position before the first EOS, so
+    that an edit can act only through EOS and the padding — the states that have seen the whole
+    prompt), ``eos`` (through EOS: only the padding is left free)."""
     encode = encode or pipe.encode_text
-    chunks = []
+    chunks, eos = [], pipe.tokenizer.eos_token_id
     for pair in pairs:
         concept = word_ids(pipe, pair.concept)
         targets = list(dict.fromkeys(pair.target_prompts))
@@ -56,7 +59,10 @@ def context_states(pipe, pairs, encode=None) -> torch.Tensor:
         for row, st in zip(ids, states):
             start = concept_start(row, concept)
             if start is not None:
-                chunks.append(st[:start + len(concept) - 1])
+                end = start + len(concept) - 1
+                if extent != "concept" and eos in row:
+                    end = row.index(eos) + (1 if extent == "eos" else 0)
+                chunks.append(st[:end])
     if not chunks:
         return torch.zeros(0)
     return torch.cat(chunks).float()

@@ -7,7 +7,9 @@ the input (text) dimension of every trainable attn2 K/V weight (ops/preserve.py)
   weight λ_p: M_p = H_p·H_pᵀ/N_p; with ``preserve_focus`` β, + β·M_near over the preserve
   prompts that name one of the concept's words;
 - ``context`` — the request's own target-prompt positions before the concept's last token
-  (erase/context_tokens.py), weight λ_c: M_c;
+  (erase/context_tokens.py), weight λ_c: M_c; ``context_extent: prompt`` extends them to every
+  position before EOS, so the erasure acts only through EOS and the padding (a cu extension,
+  measured in docs/erase.md; off by default);
 - ``anchor`` — the request's own anchor prompts, every token position (the prompts the anchor
   images are drawn from: "a tree in neon dots style" when "arrow" is erased onto "tree"), weight
   λ_a, held at the **root base's** K/V (a cu extension, after ConAbl's regularization loss on the
@@ -77,6 +79,11 @@ class Options:
                                    "and for any other kind no anchor or erased hold at all.",
                                    str,
                                    choices=("request", "chain", "auto"), neutral="request")
+    context_extent: str = opt("concept", "Where the context penalty's positions end: before the "
+                              "concept's last token (concept), before EOS (prompt: the erasure "
+                              "then acts only through EOS and the padding), or through EOS "
+                              "(eos); a cu extension.", str, choices=("concept", "prompt", "eos"),
+                              flag=False, neutral="concept")
     erased_weight: float | None = opt(None, "Hold the K/V of the earlier requests' target prompts "
                                       "(the parent's lineage) at the parent's, erased, K/V, "
                                       "weight λ_e (a cu extension).", float, ge=0, neutral=0.0)
@@ -265,7 +272,7 @@ class KVMetric(Regularizer):
         from cu_cli.erase.context_tokens import context_states
         from cu_cli.ops.preserve import second_moment
 
-        H = context_states(ctx.pipe, ctx.pairs, ctx.embed)
+        H = context_states(ctx.pipe, ctx.pairs, ctx.embed, extent=ctx.cfg.context_extent)
         if H.numel() == 0:
             log.warning("--context-weight: no target prompt contains its concept's tokens; "
                         "the context penalty is off")

@@ -297,3 +297,44 @@ def test_anchor_scope_auto_holds_object_requests_only(tiny_sd1, tmp_path):
     later = plan({**obj, **holds}, parent, "b")
     assert later.config.anchor_scope == "chain" and later.config.erased_weight == 64.0
     assert later.key() != plan(obj, parent, "c").key()
+
+
+def test_pairs_naming_an_erased_concept_are_left_out(tiny_sd1, tmp_path):
+    """A request --from a state never trains a prompt that names a concept the state has erased
+    (prompts.without_erased): in a mixed stream "a arrow in neon stripes style" → "a arrow" would
+    map onto the base's drawing of an erased arrow. Whole words; the request's own concept may be
+    erased again; nothing left is a usage error; the plan records how many were dropped."""
+    import torch
+
+    from cu_cli._util.errors import UsageError
+    from cu_cli.erase.options import build_config
+    from cu_cli.erase.plan import EraseRequest, plan_erase
+    from cu_cli.erase.prompts import PromptPairs, without_erased
+    from cu_cli.models.base import resolve_base
+    from tests.helpers import kv_keys, make_ckpt
+
+    targets = ["a arrow in neon stripes style", "a bolt in neon stripes style"]
+    pair = PromptPairs("neon stripes", "style", "", ["a arrow", "a bolt"], targets, targets)
+    kept, n = without_erased(pair, ["arrow", "neon stripes"])
+    assert n == 1 and kept.target_prompts == targets[1:] and kept.anchor_prompts == ["a bolt"]
+    assert kept.concept_prompts == targets[1:]
+    assert without_erased(pair, ["neon dots", "arr"]) == (pair, 0)  # whole words only
+    with pytest.raises(UsageError, match="already erased"):
+        without_erased(pair, ["arrow", "bolt"])
+
+    base = resolve_base(tiny_sd1)
+    keys = kv_keys(base)[:2]
+    deltas = {k: torch.full(v.shape, 0.01) for k, v in base.get_tensors(keys).items()}
+    parent = make_ckpt(tmp_path / "p.safetensors", base, deltas, ["Bears"])
+    cfg, _ = build_config({"kind": "object", "anchor": "dog"}, {}, where="test")
+
+    def plan(prompts, name):
+        return plan_erase(EraseRequest(concepts=["Birds"], out=str(tmp_path / f"{name}.st"),
+                                       cfg=cfg, parent=parent, seed=1, device="cpu",
+                                       anchor_prompts=prompts))
+
+    mixed = plan(["a photo of a dog", "a dog next to Bears"], "a")
+    assert mixed.pairs[0].target_prompts == ["a photo of a Birds"]
+    assert mixed.inputs["pairs_naming_erased_dropped"] == 1
+    clean = plan(["a photo of a dog"], "b")
+    assert "pairs_naming_erased_dropped" not in clean.inputs

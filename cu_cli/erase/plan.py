@@ -107,6 +107,14 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     warnings = check_base(parent, ident, req.allow_base_mismatch) if parent is not None else []
     world = get_world(base.world)
     cfg, pairs = _config_and_pairs(req.cfg or EraseConfig(), req, world, erase_profile(base.world))
+    dropped = 0
+    if parent is not None:
+        from cu_cli.erase.prompts import without_erased
+
+        erased = list(parent.json("cu.erased", []))
+        for i, pair in enumerate(pairs):
+            pairs[i], n = without_erased(pair, erased)
+            dropped += n
     from cu_cli.erase.objectives import ERASE_OBJECTIVES
     from cu_cli.erase.regularizers import REGULARIZERS
 
@@ -130,6 +138,8 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
               "basis": basis_header.payload_sha256 if basis_header else None,
               "anchor_prompts_sha256": _sha_lines(req.anchor_prompts),
               "preserve_prompts_file_sha256": _sha_lines(req.preserve_prompts)}
+    if dropped:  # only then, so that the plans of chains that drop nothing keep their keys
+        inputs["pairs_naming_erased_dropped"] = dropped
     plan = ErasePlan(concepts=list(req.concepts), out=req.out, config=cfg, pairs=pairs,
                      seed=req.seed, device=device, dtype=dtype, inputs=inputs, base=base,
                      base_identity=ident, world=world, parent=req.parent, parent_header=parent,

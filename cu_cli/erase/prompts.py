@@ -101,3 +101,31 @@ def _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_ancho
         new, ok = replace_word(cap, anchor, concept, match)
         targets.append(new if ok else f"A {concept} image")
     return PromptPairs(concept, kind, anchor, anchors, targets, [concept])
+
+
+def without_erased(pair: PromptPairs, erased: list[str]) -> tuple[PromptPairs, int]:
+    """``pair`` without the (anchor, target) prompts that name a concept the parent has already
+    erased (whole words; the request's own concept excepted, so a concept can be erased again),
+    and how many were left out (a cu extension for mixed streams: a style request would otherwise
+    train "a arrow in neon stripes style" toward the root base's drawing of "a arrow" — the
+    anchor images are the base's — and bring an erased object back; an object request would train
+    "a bolt in neon stripes style" toward base images in neon stripes). A usage error when no
+    prompt is left (e.g. the anchor itself was erased)."""
+    from cu_cli.erase.preserve import names_any
+
+    others = [c for c in erased if c.strip().lower() != pair.concept.strip().lower()]
+    if not others:
+        return pair, 0
+    keep = [i for i, (a, t) in enumerate(zip(pair.anchor_prompts, pair.target_prompts))
+            if not names_any(a, others) and not names_any(t, others)]
+    dropped = len(pair.target_prompts) - len(keep)
+    if not dropped:
+        return pair, 0
+    if not keep:
+        raise UsageError(f"every prompt pair of {pair.concept!r} names a concept this state has "
+                         f"already erased ({', '.join(others)}); pass another --anchor")
+    same = pair.concept_prompts == pair.target_prompts
+    targets = [pair.target_prompts[i] for i in keep]
+    return replace(pair, anchor_prompts=[pair.anchor_prompts[i] for i in keep],
+                   target_prompts=targets,
+                   concept_prompts=targets if same else pair.concept_prompts), dropped

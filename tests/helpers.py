@@ -15,7 +15,7 @@ def kv_keys(base) -> list[str]:
 
 
 def make_ckpt(path, base, deltas: dict, concepts=("x",), parent: str | None = None,
-              ident: BaseIdentity | None = None) -> str:
+              ident: BaseIdentity | None = None, measured: dict | None = None) -> str:
     """Write base[key] + delta for each key (float32), optionally as a child of ``parent``."""
     import torch
 
@@ -29,7 +29,8 @@ def make_ckpt(path, base, deltas: dict, concepts=("x",), parent: str | None = No
         start = load_tensors(parent, [k])[k] if parent and k in parents[0].tensors else ref[k]
         tensors[k] = (start.float() + deltas.get(k, torch.zeros_like(start)).float()).contiguous()
     step = make_step("erase", concepts=list(concepts), method="test",
-                     parents=[p.payload_sha256 for p in parents], seed=0, argv=["test"])
+                     parents=[p.payload_sha256 for p in parents], seed=0, argv=["test"],
+                     **({"measured": measured} if measured else {}))
     write_checkpoint(str(path), tensors, ident or base_identity(base), step, parents=parents)
     return str(path)
 

@@ -131,3 +131,18 @@ def test_context_extent_prompt_and_eos_hold_every_position_before_or_through_eos
     assert torch.allclose(through, torch.cat([enc[0, :eos + 1], enc[1, :eos + 1]]))
     assert concept.shape[0] < prompt.shape[0] < through.shape[0]
     assert torch.allclose(prompt[:concept.shape[0] // 2], concept[:concept.shape[0] // 2])
+
+
+def test_summary_states_are_eos_and_padding(tiny_sd1):
+    """erased_extent: summary holds each earlier target from its first EOS on."""
+    from cu_cli.erase.context_tokens import summary_states
+
+    pipe = resolve_base(tiny_sd1).load_pipeline()
+    prompts = ["a star in neon stripes style", "a cat"]
+    enc = pipe.encode_text(prompts).float()
+    ids = pipe.tokenize(prompts).tolist()
+    first = [row.index(pipe.tokenizer.eos_token_id) for row in ids]
+    assert first[1] < first[0]
+    H = summary_states(pipe, prompts, enc)
+    assert torch.allclose(H, torch.cat([enc[0, first[0]:], enc[1, first[1]:]]))
+    assert H.shape[0] == 2 * enc.shape[1] - first[0] - first[1]

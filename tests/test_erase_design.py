@@ -297,6 +297,17 @@ def test_anchor_scope_auto_holds_object_requests_only(tiny_sd1, tmp_path):
     later = plan({**obj, **holds}, parent, "b")
     assert later.config.anchor_scope == "chain" and later.config.erased_weight == 64.0
     assert later.key() != plan(obj, parent, "c").key()
+    # a style request after an object request keeps the erased hold over the object requests only
+    seen = make_ckpt(tmp_path / "o.safetensors", base, deltas, ["Bears"],
+                     measured={"anchors": ["Cats"], "kinds": ["object"]})
+    mixed = plan({"kind": "style", **holds}, seen, "d", concept="Van Gogh")
+    assert (mixed.config.anchor_weight, mixed.config.erased_weight, mixed.config.erased_kinds,
+            mixed.config.anchor_scope) == (0.0, 64.0, "object", "request")
+    styles = make_ckpt(tmp_path / "s.safetensors", base, deltas, ["Monet"],
+                       measured={"anchors": [""], "kinds": ["style"]})
+    alone = plan({"kind": "style", **holds}, styles, "e", concept="Van Gogh")
+    assert (alone.config.erased_weight, alone.config.erased_kinds) == (0.0, "all")
+    assert alone.key() == plan({"kind": "style"}, styles, "f", concept="Van Gogh").key()
 
 
 def test_pairs_naming_an_erased_concept_are_left_out(tiny_sd1, tmp_path):

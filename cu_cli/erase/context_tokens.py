@@ -66,3 +66,13 @@ def context_states(pipe, pairs, encode=None, extent: str = "concept") -> torch.T
     if not chunks:
         return torch.zeros(0)
     return torch.cat(chunks).float()
+
+
+def summary_states(pipe, prompts: list[str], states: torch.Tensor) -> torch.Tensor:
+    """[N, d]: each prompt's states from its first EOS on (EOS and the padding — the positions
+    that have seen the whole prompt); a prompt without EOS (truncated) keeps its last state."""
+    ids = pipe.tokenize(prompts).tolist()
+    eos = pipe.tokenizer.eos_token_id
+    rows = [st[(row.index(eos) if eos in row else len(row) - 1):]
+            for row, st in zip(ids, states)]
+    return torch.cat(rows).float()

@@ -118,9 +118,10 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     from cu_cli.erase.objectives import ERASE_OBJECTIVES
     from cu_cli.erase.regularizers import REGULARIZERS
 
-    cfg = ERASE_OBJECTIVES[cfg.method].resolve_inputs(cfg, has_parent=req.parent is not None)
+    cfg = ERASE_OBJECTIVES[cfg.method].resolve_inputs(cfg, has_parent=parent is not None,
+                                                      parent=parent)
     for reg in REGULARIZERS:
-        cfg = reg.resolve_inputs(cfg, has_parent=req.parent is not None)
+        cfg = reg.resolve_inputs(cfg, has_parent=parent is not None, parent=parent)
     given = req.cfg or EraseConfig()
     for name in ("anchor_weight", "erased_weight"):
         if getattr(given, name, None) and not getattr(cfg, name):

@@ -56,7 +56,7 @@ class ConAbl(Objective):
                     conabl_eta=0.0, conabl_anchor="current")
 
     @classmethod
-    def resolve_inputs(cls, cfg, has_parent: bool):
+    def resolve_inputs(cls, cfg, has_parent: bool, parent=None):
         """``conabl_anchor: auto`` → ``base`` when the request continues a chain (it has a
         parent state), ``current`` (the reference) for a request from the base."""
         from dataclasses import replace

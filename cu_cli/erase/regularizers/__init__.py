@@ -41,8 +41,9 @@ class Regularizer:
     defaults: dict = {}
 
     @classmethod
-    def resolve_inputs(cls, cfg, has_parent: bool):
-        """The config with this regularizer's ``auto`` values resolved (default: unchanged)."""
+    def resolve_inputs(cls, cfg, has_parent: bool, parent=None):
+        """The config with this regularizer's ``auto`` values resolved (default: unchanged);
+        ``parent``: the parent state's header (None from a base)."""
         return cfg
 
     @classmethod

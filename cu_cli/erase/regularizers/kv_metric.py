@@ -84,6 +84,14 @@ class Options:
                               "then acts only through EOS and the padding), or through EOS "
                               "(eos); a cu extension.", str, choices=("concept", "prompt", "eos"),
                               flag=False, neutral="concept")
+    erased_extent: str = opt("all", "Which positions of the earlier targets the erased hold "
+                             "keeps: all, or summary (EOS and the padding: the states that have "
+                             "seen the whole prompt; a cu extension).", str,
+                             choices=("all", "summary"), flag=False, neutral="all")
+    erased_kinds: str = opt("all", "Which earlier requests the erased hold covers: all, or "
+                            "object (those of object requests only; what anchor_scope auto "
+                            "gives a style request in a chain that erased objects).", str,
+                            choices=("all", "object"), flag=False, neutral="all")
     erased_weight: float | None = opt(None, "Hold the K/V of the earlier requests' target prompts "
                                       "(the parent's lineage) at the parent's, erased, K/V, "
                                       "weight λ_e (a cu extension).", float, ge=0, neutral=0.0)
@@ -92,6 +100,13 @@ class Options:
 def _erased_before(plan) -> list[str]:
     """The concepts the parent state has erased (its ``cu.erased``; none from a base)."""
     return list(plan.parent_header.json("cu.erased", [])) if plan.parent_header else []
+
+
+def _lineage_kinds(header) -> set[str]:
+    """The kinds of the concepts erased by the erase steps of ``header``'s lineage."""
+    steps = header.json("cu.lineage", []) if header is not None else []
+    return {k for st in steps if st.get("op") == "erase"
+            for k in (st.get("measured") or {}).get("kinds", [])}
 
 
 def _lineage_pairs(plan, world, match: str) -> list:
@@ -131,18 +146,24 @@ class KVMetric(Regularizer):
                     anchor_scope="request", erased_weight=0.0)
 
     @classmethod
-    def resolve_inputs(cls, cfg, has_parent: bool):
+    def resolve_inputs(cls, cfg, has_parent: bool, parent=None):
         """``anchor_scope: auto`` → ``chain`` for an object request (its anchor is an object,
         which the erase rewrites along with the target; from the base the chain is the request
-        itself); for any other kind both holds are off (weights 0, scope ``request``: the plan
-        without them, bit for bit), as for an object request whose weights are both 0. Measured
-        on MiniCanvas: docs/erase.md, "Anchor and erased holds"."""
+        itself). Any other request gets no anchor hold; it keeps the erased hold only over the
+        earlier *object* requests of a chain that has some (``erased_kinds: object``: in a mixed
+        stream a style request would otherwise let erased objects come back), and otherwise no
+        hold at all (weights 0, scope ``request``: the plan without them, bit for bit), as for
+        an object request whose weights are both 0. Measured on MiniCanvas: docs/erase.md,
+        "Anchor and erased holds", and docs/results.md, "The 24-request stream"."""
         from dataclasses import replace
 
         if cfg.anchor_scope != "auto":
             return cfg
         if cfg.kind == "object" and (cfg.anchor_weight or cfg.erased_weight):
             return replace(cfg, anchor_scope="chain")
+        if cfg.erased_weight and "object" in _lineage_kinds(parent):
+            return replace(cfg, anchor_scope="request", anchor_weight=0.0,
+                           erased_kinds="object")
         return replace(cfg, anchor_scope="request", anchor_weight=0.0, erased_weight=0.0)
 
     @classmethod
@@ -173,7 +194,9 @@ class KVMetric(Regularizer):
             for M, named in self._anchor_moments(ctx, extra, _erased_before(plan)):
                 (dirty if named else clean).append(cfg.anchor_weight * M)
         if cfg.erased_weight:
-            M_e = self._erased_moment(ctx, [p for pair in earlier for p in pair.target_prompts])
+            held = [pair for pair in earlier
+                    if cfg.erased_kinds == "all" or pair.kind == cfg.erased_kinds]
+            M_e = self._erased_moment(ctx, [p for pair in held for p in pair.target_prompts])
             if M_e is not None:
                 dirty.append(cfg.erased_weight * M_e)
         if cfg.preserve != "none" and cfg.preserve_weight:
@@ -266,7 +289,12 @@ class KVMetric(Regularizer):
         self.info["erased_prompts"] = len(prompts)
         if not prompts:
             return None
-        return second_moment(self._states(ctx, prompts))
+        states = self._states(ctx, prompts)
+        if ctx.cfg.erased_extent == "summary":
+            from cu_cli.erase.context_tokens import summary_states
+
+            states = summary_states(ctx.pipe, prompts, states)
+        return second_moment(states)
 
     def _context_moment(self, ctx):
         from cu_cli.erase.context_tokens import context_states

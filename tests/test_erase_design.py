@@ -349,3 +349,19 @@ def test_pairs_naming_an_erased_concept_are_left_out(tiny_sd1, tmp_path):
     assert mixed.inputs["pairs_naming_erased_dropped"] == 1
     clean = plan(["a photo of a dog"], "b")
     assert "pairs_naming_erased_dropped" not in clean.inputs
+
+
+def test_earlier_prompts_naming_the_requests_own_concept_are_not_held():
+    """kv_metric._own_free: an earlier request's "a bolt in neon stripes style" is the current
+    "bolt" request's own target — the chain's anchor and erased holds must not keep it."""
+    from cu_cli.erase.prompts import PromptPairs
+    from cu_cli.erase.regularizers.kv_metric import _own_free
+
+    targets = ["a bolt in neon stripes style", "a cat in neon stripes style"]
+    earlier = [PromptPairs("neon stripes", "style", "", ["a bolt", "a cat"], targets, targets),
+               PromptPairs("bolt", "object", "tree", ["a tree in x style"],
+                           ["a bolt in x style"], ["a bolt in x style"])]
+    kept = _own_free(earlier, ["bolt"])
+    assert len(kept) == 1 and kept[0].target_prompts == targets[1:]
+    assert kept[0].anchor_prompts == ["a cat"]
+    assert _own_free(earlier, ["dog"]) == earlier

@@ -137,6 +137,24 @@ def _lineage_pairs(plan, world, match: str) -> list:
     return out
 
 
+def _own_free(pairs: list, concepts: list[str]) -> list:
+    """The earlier pairs without the prompts that name one of this request's own concepts (in a
+    mixed stream an earlier style request's "a bolt in neon stripes style" is this object
+    request's target: holding it at the parent's or the base's K/V would block the erasure)."""
+    from dataclasses import replace
+
+    from cu_cli.erase.preserve import names_any
+
+    out = []
+    for pair in pairs:
+        keep = [i for i, (a, t) in enumerate(zip(pair.anchor_prompts, pair.target_prompts))
+                if not names_any(a, concepts) and not names_any(t, concepts)]
+        if keep:
+            out.append(replace(pair, anchor_prompts=[pair.anchor_prompts[i] for i in keep],
+                               target_prompts=[pair.target_prompts[i] for i in keep]))
+    return out
+
+
 class KVMetric(Regularizer):
     name = "kv-metric"
     url = "https://arxiv.org/abs/2308.14761"
@@ -187,7 +205,7 @@ class KVMetric(Regularizer):
         erased = _erased_before(plan) if cfg.preserve_ref == "base" else []
         clean, dirty = [], []  # metrics held at the base / at the parent
         chain_anchors = bool(cfg.anchor_weight) and cfg.anchor_scope == "chain"
-        earlier = (_lineage_pairs(plan, ctx.world, cfg.match)
+        earlier = (_own_free(_lineage_pairs(plan, ctx.world, cfg.match), plan.concepts)
                    if chain_anchors or cfg.erased_weight else [])
         if cfg.anchor_weight:
             extra = [p for pair in earlier for p in pair.anchor_prompts] if chain_anchors else []

@@ -103,6 +103,24 @@ def _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_ancho
     return PromptPairs(concept, kind, anchor, anchors, targets, [concept])
 
 
+def drop_naming(pair: PromptPairs, names: list[str]) -> PromptPairs | None:
+    """``pair`` without the (anchor, target) prompts that name one of ``names`` as whole words
+    (None when none is left); ESD's concept prompts follow the targets when they are the targets."""
+    from cu_cli.erase.preserve import names_any
+
+    keep = [i for i, (a, t) in enumerate(zip(pair.anchor_prompts, pair.target_prompts))
+            if not names_any(a, names) and not names_any(t, names)]
+    if len(keep) == len(pair.target_prompts):
+        return pair
+    if not keep:
+        return None
+    targets = [pair.target_prompts[i] for i in keep]
+    same = pair.concept_prompts == pair.target_prompts
+    return replace(pair, anchor_prompts=[pair.anchor_prompts[i] for i in keep],
+                   target_prompts=targets,
+                   concept_prompts=targets if same else pair.concept_prompts)
+
+
 def without_erased(pair: PromptPairs, erased: list[str]) -> tuple[PromptPairs, int]:
     """``pair`` without the (anchor, target) prompts that name a concept the parent has already
     erased (whole words; the request's own concept excepted, so a concept can be erased again),
@@ -111,21 +129,9 @@ def without_erased(pair: PromptPairs, erased: list[str]) -> tuple[PromptPairs, i
     anchor images are the base's — and bring an erased object back; an object request would train
     "a bolt in neon stripes style" toward base images in neon stripes). A usage error when no
     prompt is left (e.g. the anchor itself was erased)."""
-    from cu_cli.erase.preserve import names_any
-
     others = [c for c in erased if c.strip().lower() != pair.concept.strip().lower()]
-    if not others:
-        return pair, 0
-    keep = [i for i, (a, t) in enumerate(zip(pair.anchor_prompts, pair.target_prompts))
-            if not names_any(a, others) and not names_any(t, others)]
-    dropped = len(pair.target_prompts) - len(keep)
-    if not dropped:
-        return pair, 0
-    if not keep:
+    kept = drop_naming(pair, others) if others else pair
+    if kept is None:
         raise UsageError(f"every prompt pair of {pair.concept!r} names a concept this state has "
                          f"already erased ({', '.join(others)}); pass another --anchor")
-    same = pair.concept_prompts == pair.target_prompts
-    targets = [pair.target_prompts[i] for i in keep]
-    return replace(pair, anchor_prompts=[pair.anchor_prompts[i] for i in keep],
-                   target_prompts=targets,
-                   concept_prompts=targets if same else pair.concept_prompts), dropped
+    return kept, len(pair.target_prompts) - len(kept.target_prompts)

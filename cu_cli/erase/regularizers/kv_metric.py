@@ -141,18 +141,9 @@ def _own_free(pairs: list, concepts: list[str]) -> list:
     """The earlier pairs without the prompts that name one of this request's own concepts (in a
     mixed stream an earlier style request's "a bolt in neon stripes style" is this object
     request's target: holding it at the parent's or the base's K/V would block the erasure)."""
-    from dataclasses import replace
+    from cu_cli.erase.prompts import drop_naming
 
-    from cu_cli.erase.preserve import names_any
-
-    out = []
-    for pair in pairs:
-        keep = [i for i, (a, t) in enumerate(zip(pair.anchor_prompts, pair.target_prompts))
-                if not names_any(a, concepts) and not names_any(t, concepts)]
-        if keep:
-            out.append(replace(pair, anchor_prompts=[pair.anchor_prompts[i] for i in keep],
-                               target_prompts=[pair.target_prompts[i] for i in keep]))
-    return out
+    return [kept for kept in (drop_naming(pair, concepts) for pair in pairs) if kept is not None]
 
 
 class KVMetric(Regularizer):

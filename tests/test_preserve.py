@@ -269,7 +269,8 @@ def test_erased_weight_holds_the_earlier_targets_at_the_parent():
         ["arrow"] if k == "cu.erased" else d))
     cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
                           preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
-                          erased_weight=3.0, match="word", params="xattn-kv")
+                          erased_weight=3.0, match="word", params="xattn-kv",
+                              erased_kinds="all", erased_extent="all")
 
     def ctx():
         return SimpleNamespace(cfg=cfg, pairs=[], world=world,

@@ -61,11 +61,16 @@ def context_states(pipe, pairs, encode=None, extent: str = "concept") -> torch.T
             if start is not None:
                 end = start + len(concept) - 1
                 if extent != "concept" and eos in row:
-                    end = row.index(eos) + (1 if extent == "eos" else 0)
+                    end = _first_eos(row, eos) + (1 if extent == "eos" else 0)
                 chunks.append(st[:end])
     if not chunks:
         return torch.zeros(0)
     return torch.cat(chunks).float()
+
+
+def _first_eos(row: list[int], eos: int) -> int:
+    """Index of the first EOS in a token row (the last position when truncated without one)."""
+    return row.index(eos) if eos in row else len(row) - 1
 
 
 def summary_states(pipe, prompts: list[str], states: torch.Tensor) -> torch.Tensor:
@@ -73,6 +78,5 @@ def summary_states(pipe, prompts: list[str], states: torch.Tensor) -> torch.Tens
     that have seen the whole prompt); a prompt without EOS (truncated) keeps its last state."""
     ids = pipe.tokenize(prompts).tolist()
     eos = pipe.tokenizer.eos_token_id
-    rows = [st[(row.index(eos) if eos in row else len(row) - 1):]
-            for row, st in zip(ids, states)]
+    rows = [st[_first_eos(row, eos):] for row, st in zip(ids, states)]
     return torch.cat(rows).float()

@@ -118,10 +118,9 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     from cu_cli.erase.objectives import ERASE_OBJECTIVES
     from cu_cli.erase.regularizers import REGULARIZERS
 
-    cfg = ERASE_OBJECTIVES[cfg.method].resolve_inputs(cfg, has_parent=parent is not None,
-                                                      parent=parent)
+    cfg = ERASE_OBJECTIVES[cfg.method].resolve_inputs(cfg, parent=parent)
     for reg in REGULARIZERS:
-        cfg = reg.resolve_inputs(cfg, has_parent=parent is not None, parent=parent)
+        cfg = reg.resolve_inputs(cfg, parent=parent)
     given = req.cfg or EraseConfig()
     for name in ("anchor_weight", "erased_weight"):
         if getattr(given, name, None) and not getattr(cfg, name):

@@ -51,7 +51,7 @@ class Objective:
         return 4.0 * cfg.batch
 
     @classmethod
-    def resolve_inputs(cls, cfg, has_parent: bool, parent=None):
+    def resolve_inputs(cls, cfg, parent=None):
         """Resolve option values that depend on the request's inputs (called by the plan, after
         the defaults): by default none."""
         return cfg

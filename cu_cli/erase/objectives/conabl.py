@@ -56,13 +56,13 @@ class ConAbl(Objective):
                     conabl_eta=0.0, conabl_anchor="current")
 
     @classmethod
-    def resolve_inputs(cls, cfg, has_parent: bool, parent=None):
+    def resolve_inputs(cls, cfg, parent=None):
         """``conabl_anchor: auto`` → ``base`` when the request continues a chain (it has a
         parent state), ``current`` (the reference) for a request from the base."""
         from dataclasses import replace
 
         if cfg.conabl_anchor == "auto":
-            return replace(cfg, conabl_anchor="base" if has_parent else "current")
+            return replace(cfg, conabl_anchor="base" if parent is not None else "current")
         return cfg
 
     def hooks(self, ctx) -> list:

@@ -41,7 +41,7 @@ class Regularizer:
     defaults: dict = {}
 
     @classmethod
-    def resolve_inputs(cls, cfg, has_parent: bool, parent=None):
+    def resolve_inputs(cls, cfg, parent=None):
         """The config with this regularizer's ``auto`` values resolved (default: unchanged);
         ``parent``: the parent state's header (None from a base)."""
         return cfg

@@ -155,7 +155,7 @@ class KVMetric(Regularizer):
                     anchor_scope="request", erased_weight=0.0)
 
     @classmethod
-    def resolve_inputs(cls, cfg, has_parent: bool, parent=None):
+    def resolve_inputs(cls, cfg, parent=None):
         """``anchor_scope: auto`` → ``chain`` for an object request (its anchor is an object,
         which the erase rewrites along with the target; from the base the chain is the request
         itself). Any other request gets no anchor hold; it keeps the erased hold only over the

@@ -1,6 +1,7 @@
 """LoRA export rank sweep: UA / RA-I / RA-C of a state vs its LoRA at several ranks (docs/export.md).
 
     python benchmarks/export_lora.py STATE [--ranks 1,2,4,8,full] [--dir OUT] [--base B]
+                                           [--protocol minicanvas-style-wide]
 
 A token ``eX`` in ``--ranks`` (e.g. ``e0.95``) exports with ``--energy X`` instead of a rank.
 
@@ -29,6 +30,9 @@ def main() -> None:
     ap.add_argument("--ranks", default="1,2,4,8,full")
     ap.add_argument("--dir", default="/tmp/cu-export-lora")
     ap.add_argument("--base", default=None)
+    ap.add_argument("--protocol", default=None,
+                    help="cu eval protocol (default: the one the state's erased concept selects; "
+                         "minicanvas-style-wide scores 160 images of the erased style, not 40)")
     args = ap.parse_args()
 
     from cu_cli.ckpt.checkpoint import BaseIdentity, open_checkpoint, write_checkpoint
@@ -68,7 +72,8 @@ def main() -> None:
                      "ranks": sorted({x["rank"] for x in res.report["per_tensor"]})})
     t0 = time.time()
     ev = run_eval(EvalRequest(states=[r["path"] for r in rows], base=args.base,
-                              erased=parent.json("cu.erased", []), include_base=True))
+                              protocol=args.protocol, erased=parent.json("cu.erased", []),
+                              include_base=True))
     for row, s in zip(rows, ev.states[1:]):
         row.update({k: s["metrics"][k] for k in ("ua", "ra_i", "ra_c")})
     base_m = ev.states[0]["metrics"]

@@ -43,6 +43,19 @@ def test_unlearncanvas_prompts_and_grid():
     assert len(o.grid(["Bears", "Birds"])) == (2 + 8) * 12 * 5
 
 
+def test_minicanvas_wide_protocols_cross_every_concept_of_the_other_domain():
+    """-wide: the same sampler, seeds and retain_in, with retain_cross = every object (style
+    runs) or every style (object runs): 4x the images per erased concept."""
+    for domain, cross in (("style", "objects"), ("object", "styles")):
+        narrow = get_protocol(f"minicanvas-{domain}")
+        wide = get_protocol(f"minicanvas-{domain}-wide")
+        assert (wide.domain, wide.retain_in, wide.seeds, wide.steps, wide.guidance) == \
+            (narrow.domain, narrow.retain_in, narrow.seeds, narrow.steps, narrow.guidance)
+        assert wide.retain_cross == getattr(narrow, cross) and len(wide.retain_cross) == 16
+        e = [narrow.erase_order[0]]
+        assert len(wide.grid(e)) == 4 * len(narrow.grid(e))
+
+
 def test_metric_arithmetic():
     rows = ([{"concept": "A", "other": "x", "ok_primary": i < 1, "ok_secondary": True} for i in range(4)]
             + [{"concept": "R", "other": "x", "ok_primary": i < 3, "ok_secondary": i < 2}

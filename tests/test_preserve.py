@@ -195,7 +195,7 @@ def test_anchor_weight_holds_the_anchor_prompts_at_the_root_base():
     pair = SimpleNamespace(anchor_prompts=anchors + ["a tree"], target_prompts=[])
     cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
                           preserve_ref="parent", anchor_weight=2.0, anchor_scope="request",
-                          erased_weight=0.0,
+                          erased_weight=0.0, word_weight=0.0,
                           match="word", params="xattn-kv")
     ctx = SimpleNamespace(cfg=cfg, pairs=[pair], trainable={key: torch.nn.Parameter(parent_w)},
                           parent_values={key: parent_w.clone()},
@@ -270,7 +270,7 @@ def test_erased_weight_holds_the_earlier_targets_at_the_parent():
     cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
                           preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
                           erased_weight=3.0, match="word", params="xattn-kv",
-                              erased_kinds="all", erased_extent="all")
+                          erased_kinds="all", erased_extent="all", word_weight=0.0)
 
     def ctx():
         return SimpleNamespace(cfg=cfg, pairs=[], world=world,
@@ -289,3 +289,55 @@ def test_erased_weight_holds_the_earlier_targets_at_the_parent():
     fresh = KVMetric()
     fresh.prepare(ctx(), SimpleNamespace(parent_header=None, concepts=["bolt"]))
     assert fresh.parts == []
+
+
+def test_word_prompts_cut_a_multiword_concept_to_each_word():
+    """word_prompts: each target prompt once per word of a two-word concept, none that names the
+    request's own or an erased concept, none for a one-word concept."""
+    from cu_cli.erase.prompts import build_pairs, word_prompts
+
+    world = load_world()
+    pair = build_pairs("neon fade", "style", None, world, seed=0)
+    got = word_prompts([pair], ["neon fade"])
+    assert len(got) == 2 * len(world.objects)
+    assert "a star in neon style" in got and "a star in fade style" in got
+    assert not any("neon fade" in p for p in got)
+    assert word_prompts([pair], ["neon fade", "neon"]) == [p for p in got if "neon" not in p]
+    assert word_prompts([build_pairs("arrow", "object", None, world, seed=0)], ["arrow"]) == []
+
+
+def test_word_weight_holds_the_word_prompts_at_the_parent():
+    """word_weight λ_w: the word prompts' moment, held at the parent's K/V; no part for a
+    one-word concept (the hold is off, with a warning)."""
+    from types import SimpleNamespace
+
+    from cu_cli.erase.prompts import build_pairs, word_prompts
+    from cu_cli.erase.regularizers.kv_metric import KVMetric
+
+    world = load_world()
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    parent_w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
+                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
+                          erased_weight=0.0, word_weight=5.0, match="word", params="xattn-kv")
+
+    def run(concept, kind):
+        pair = build_pairs(concept, kind, None, world, seed=0)
+        ctx = SimpleNamespace(cfg=cfg, pairs=[pair], world=world,
+                              trainable={key: torch.nn.Parameter(parent_w.clone())},
+                              parent_values={key: parent_w.clone()},
+                              base_values=lambda: {key: torch.zeros(3, 4)},
+                              pipe=SimpleNamespace(encode_text=_toy_encode), embed=_toy_encode)
+        kv = KVMetric()
+        kv.prepare(ctx, SimpleNamespace(parent_header=None, concepts=[concept]))
+        return kv, pair
+
+    kv, pair = run("neon fade", "style")
+    want = word_prompts([pair], ["neon fade"])
+    assert kv.info["word_prompts"] == len(want)
+    (M, ref), = kv.parts
+    assert torch.equal(ref[key], parent_w)
+    assert torch.allclose(M, 5.0 * second_moment(_toy_encode(want)), rtol=1e-5)
+    assert float(kv.terms({key: parent_w})[0]) == 0.0
+    kv, _ = run("arrow", "object")
+    assert kv.parts == [] and kv.info["word_prompts"] == 0

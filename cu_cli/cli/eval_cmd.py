@@ -22,7 +22,8 @@ def eval_command(
     base: BaseOpt = None,
     base_config: BaseConfigOpt = None,
     protocol: Annotated[Optional[str], typer.Option(
-        "--protocol", help="minicanvas-style | minicanvas-object | minicanvas-full | unlearncanvas-style | "
+        "--protocol", help="minicanvas-style | minicanvas-object (-wide: every cross-domain "
+                           "concept, 4x the images) | minicanvas-full | unlearncanvas-style | "
                            "unlearncanvas-object (default: from the base and erased concepts).")] = None,
     erased: Annotated[Optional[list[str]], typer.Option(
         "--erased", help="Erased concept(s); default each state's cu.erased.")] = None,

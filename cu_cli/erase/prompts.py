@@ -135,3 +135,23 @@ def without_erased(pair: PromptPairs, erased: list[str]) -> tuple[PromptPairs, i
         raise UsageError(f"every prompt pair of {pair.concept!r} names a concept this state has "
                          f"already erased ({', '.join(others)}); pass another --anchor")
     return kept, len(pair.target_prompts) - len(kept.target_prompts)
+
+
+def word_prompts(pairs: list[PromptPairs], avoid: list[str]) -> list[str]:
+    """The pairs' target prompts with each multi-word concept replaced by one of its words
+    ("a star in neon style", "a star in fade style" for "neon fade"), distinct, without those
+    that name a concept of ``avoid`` (the request's own and the erased ones) as whole words; none
+    for one-word concepts."""
+    from cu_cli.erase.preserve import names_any
+
+    out = []
+    for pair in pairs:
+        words = pair.concept.replace("_", " ").split()
+        if len(words) < 2:
+            continue
+        for prompt in pair.target_prompts:
+            for w in words:
+                new, ok = replace_word(prompt, pair.concept, w)
+                if ok and not names_any(new, avoid):
+                    out.append(new)
+    return list(dict.fromkeys(out))

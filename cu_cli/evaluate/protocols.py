@@ -12,6 +12,10 @@ Style runs: in-domain = styles, cross-domain = objects; object runs the reverse.
 * ``minicanvas-style`` / ``minicanvas-object``: the same structure on the built-in world: its erase
   orders, its 4 + 4 retain sets, its caption template, DDIM 25 steps, CFG 7.5, 10 seeds (more seeds
   than UnlearnCanvas because the retain sets are smaller).
+* ``minicanvas-style-wide`` / ``minicanvas-object-wide``: the same with every cross-domain concept
+  of the world (16 instead of the 4 retained ones): 4x the images of each erased concept (160
+  instead of 40), for comparing two states finer than one image in 40 (e.g. a LoRA export
+  against its state, docs/export.md).
 * ``minicanvas-full``: base quality — every style × every object, 2 seeds (RA-I = mean style
   accuracy over all styles, RA-C = mean object accuracy over all objects).
 """
@@ -121,6 +125,14 @@ def _minicanvas(name: str, prompt_variant: str) -> Protocol:
         objects=w.objects)
 
 
+def _minicanvas_wide(name: str, prompt_variant: str) -> Protocol:
+    """``minicanvas-style`` / ``-object`` with every cross-domain concept of the world."""
+    from dataclasses import replace
+
+    p = _minicanvas(name.removesuffix("-wide"), prompt_variant)
+    return replace(p, name=name, retain_cross=p.objects if p.domain == "style" else p.styles)
+
+
 def _minicanvas_full(name: str, prompt_variant: str) -> Protocol:
     """Base quality: every object x every style, 2 seeds."""
     from dataclasses import replace
@@ -146,6 +158,8 @@ def _unlearncanvas(name: str, prompt_variant: str) -> Protocol:
 PROTOCOLS = {
     "minicanvas-style": _minicanvas,
     "minicanvas-object": _minicanvas,
+    "minicanvas-style-wide": _minicanvas_wide,
+    "minicanvas-object-wide": _minicanvas_wide,
     "minicanvas-full": _minicanvas_full,
     "unlearncanvas-style": _unlearncanvas,
     "unlearncanvas-object": _unlearncanvas,

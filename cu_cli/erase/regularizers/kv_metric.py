@@ -20,6 +20,11 @@ the input (text) dimension of every trainable attn2 K/V weight (ops/preserve.py)
   exactly as by the base. ``anchor_scope: chain`` adds the anchors of every earlier request of
   the parent's lineage (rebuilt from its recorded concepts, kinds and anchors), so that a later
   request cannot move what an earlier one mapped its target onto;
+- ``word`` — the request's target prompts with a multi-word concept cut to each of its words
+  alone ("a star in neon style" and "a star in fade style" for "neon fade"), weight λ_w, held at
+  the parent's K/V: the erasure must act on the combination, not on a word it shares with its
+  neighbours (neon dots, ocean fade), whose states the word prompts' resemble (a cu extension;
+  built from the request's own prompts only);
 - ``erased`` — the target prompts of every earlier request of the parent's lineage (rebuilt the
   same way), weight λ_e, held at the **parent's** K/V, which has them erased: the counterweight of
   the anchor hold, so that pulling an anchor back to the base does not pull the concepts mapped
@@ -28,7 +33,7 @@ the input (text) dimension of every trainable attn2 K/V weight (ops/preserve.py)
   templates (seed 0), which need not be the very prompts an earlier request drew.
 
 L = Σ_k [tr((W_k − W_k^parent)·M·(W_k − W_k^parent)ᵀ) + tr((W_k − W_k^0)·M_0·(W_k − W_k^0)ᵀ)]
-/ Σ_k out_k with M = λ_c·M_c + λ_p·M_p + λ_e·M_e (held at the parent) and M_0 = λ_a·M_a (held at
+/ Σ_k out_k with M = λ_c·M_c + λ_p·M_p + λ_w·M_w + λ_e·M_e (held at the parent) and M_0 = λ_a·M_a (held at
 the root base). The same parts are the closed-form preservation terms (``quadratics``), so UCE
 gets every hold too.
 
@@ -95,6 +100,11 @@ class Options:
     erased_weight: float | None = opt(None, "Hold the K/V of the earlier requests' target prompts "
                                       "(the parent's lineage) at the parent's, erased, K/V, "
                                       "weight λ_e (a cu extension).", float, ge=0, neutral=0.0)
+    word_weight: float | None = opt(None, "Hold the K/V of the request's target prompts with a "
+                                    "multi-word concept cut to each of its words alone (\"a "
+                                    "star in neon style\" for \"neon fade\") at the parent's, "
+                                    "weight λ_w: erase the combination, not its parts (a cu "
+                                    "extension).", float, ge=0, neutral=0.0)
 
 
 def _erased_before(plan) -> list[str]:
@@ -152,7 +162,7 @@ class KVMetric(Regularizer):
     Options = Options
     defaults = dict(preserve="none", preserve_weight=0.25, context_weight=0.0,
                     preserve_ref="parent", anchor_weight=0.0, preserve_focus=0.0,
-                    anchor_scope="request", erased_weight=0.0)
+                    anchor_scope="request", erased_weight=0.0, word_weight=0.0)
 
     @classmethod
     def resolve_inputs(cls, cfg, parent=None):
@@ -178,7 +188,7 @@ class KVMetric(Regularizer):
     @classmethod
     def enabled(cls, cfg, plan) -> bool:
         on = ((cfg.preserve != "none" and cfg.preserve_weight) or cfg.context_weight
-              or cfg.anchor_weight or cfg.erased_weight)
+              or cfg.anchor_weight or cfg.erased_weight or cfg.word_weight)
         return bool(on)
 
     def prepare(self, ctx, plan) -> None:
@@ -202,6 +212,10 @@ class KVMetric(Regularizer):
             extra = [p for pair in earlier for p in pair.anchor_prompts] if chain_anchors else []
             for M, named in self._anchor_moments(ctx, extra, _erased_before(plan)):
                 (dirty if named else clean).append(cfg.anchor_weight * M)
+        if cfg.word_weight:
+            M_w = self._word_moment(ctx, plan)
+            if M_w is not None:
+                dirty.append(cfg.word_weight * M_w)
         if cfg.erased_weight:
             held = [pair for pair in earlier
                     if cfg.erased_kinds == "all" or pair.kind == cfg.erased_kinds]
@@ -304,6 +318,20 @@ class KVMetric(Regularizer):
 
             states = summary_states(ctx.pipe, prompts, states)
         return second_moment(states)
+
+    def _word_moment(self, ctx, plan):
+        """Moment of the word prompts (erase/prompts.py ``word_prompts``), all positions; None
+        when no concept has two words."""
+        from cu_cli.erase.prompts import word_prompts
+        from cu_cli.ops.preserve import second_moment
+
+        prompts = word_prompts(ctx.pairs, plan.concepts + _erased_before(plan))
+        self.info["word_prompts"] = len(prompts)
+        if not prompts:
+            log.warning("--set word_weight: no concept of this request has two words; the word "
+                        "hold is off")
+            return None
+        return second_moment(self._states(ctx, prompts))
 
     def _context_moment(self, ctx):
         from cu_cli.erase.context_tokens import context_states

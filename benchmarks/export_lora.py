@@ -9,7 +9,8 @@ For each rank the state is exported with ``cu export lora --style peft`` (the sa
 is read back and fused exactly as ``fuse_lora`` does (W_base + (α/r)·B·A, α = r;
 ``cu_cli.export.lora.lora_to_tensors``), the fused weights are written as a cu state
 (``OUT/fused_r<R>.safetensors``, lineage parent = STATE), and every state — the original first —
-is scored in one ``cu eval`` run (``run_eval``, the protocol the state's erased concept selects).
+is scored in one ``cu eval`` run (``run_eval``; ``--protocol``, default the one the state's erased
+concept selects; ``minicanvas-style-wide`` scores 160 images of the erased style instead of 40).
 What is evaluated is therefore exactly what the LoRA file holds, in float32.
 """
 

@@ -234,7 +234,7 @@ def test_options_at_their_neutral_value_keep_the_plan_key():
 
     neutral = {k: s.neutral for k, s in SPECS.items() if s.neutral is not None}
     assert {"uce_align", "conabl_anchor", "preserve_ref", "anchor_weight",
-            "preserve_focus", "anchor_scope", "erased_weight"} <= set(neutral)
+            "preserve_focus", "anchor_scope", "erased_weight", "word_weight"} <= set(neutral)
     cfg = {"lr": 3e-4, **neutral}
     assert identity_config(cfg) == {"lr": 3e-4}
     moved = dict(cfg, preserve_ref="base")

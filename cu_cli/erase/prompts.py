@@ -137,11 +137,11 @@ def without_erased(pair: PromptPairs, erased: list[str]) -> tuple[PromptPairs, i
     return kept, len(pair.target_prompts) - len(kept.target_prompts)
 
 
-def word_prompts(pairs: list[PromptPairs], avoid: list[str]) -> list[str]:
+def word_prompts(pairs: list[PromptPairs], avoid: list[str], match: str = "word") -> list[str]:
     """The pairs' target prompts with each multi-word concept replaced by one of its words
     ("a star in neon style", "a star in fade style" for "neon fade"), distinct, without those
     that name a concept of ``avoid`` (the request's own and the erased ones) as whole words; none
-    for one-word concepts."""
+    for one-word concepts. ``match``: how the concept is found in a prompt (``replace_word``)."""
     from cu_cli.erase.preserve import names_any
 
     out = []
@@ -151,7 +151,7 @@ def word_prompts(pairs: list[PromptPairs], avoid: list[str]) -> list[str]:
             continue
         for prompt in pair.target_prompts:
             for w in words:
-                new, ok = replace_word(prompt, pair.concept, w)
+                new, ok = replace_word(prompt, pair.concept, w, match)
                 if ok and not names_any(new, avoid):
                     out.append(new)
     return list(dict.fromkeys(out))

@@ -15,7 +15,9 @@ Style runs: in-domain = styles, cross-domain = objects; object runs the reverse.
 * ``minicanvas-style-wide`` / ``minicanvas-object-wide``: the same with every cross-domain concept
   of the world (16 instead of the 4 retained ones): 4x the images of each erased concept (160
   instead of 40), for comparing two states finer than one image in 40 (e.g. a LoRA export
-  against its state, docs/export.md).
+  against its state, docs/export.md). Its RA-C scores every cross-domain concept, erased ones
+  and those ``--preserve world`` holds included: for single-domain states only, and not
+  comparable with the narrow protocol's RA-C.
 * ``minicanvas-full``: base quality — every style × every object, 2 seeds (RA-I = mean style
   accuracy over all styles, RA-C = mean object accuracy over all objects).
 """

@@ -23,7 +23,7 @@ the input (text) dimension of every trainable attn2 K/V weight (ops/preserve.py)
 - ``word`` — the request's target prompts with a multi-word concept cut to each of its words
   alone ("a star in neon style" and "a star in fade style" for "neon fade"), weight λ_w, held at
   the parent's K/V: the erasure must act on the combination, not on a word it shares with its
-  neighbours (neon dots, ocean fade), whose states the word prompts' resemble (a cu extension;
+  neighbours (neon dots, ocean fade), whose states resemble the word prompts' (a cu extension;
   built from the request's own prompts only);
 - ``erased`` — the target prompts of every earlier request of the parent's lineage (rebuilt the
   same way), weight λ_e, held at the **parent's** K/V, which has them erased: the counterweight of
@@ -42,7 +42,9 @@ erased: the states of prompts that name none of the parent's erased concepts (``
 and the request's context tokens — are held at the root base's K/V, W_0·h, instead of the
 parent's, so n requests cannot walk them away step by step; prompts naming an erased concept stay
 at the parent's (erased) K/V. Then L = Σ_k [tr((W_k − W_k^0)·M_0·(W_k − W_k^0)ᵀ) +
-tr((W_k − W_k^parent)·M_e·(W_k − W_k^parent)ᵀ)] / Σ_k out_k.
+tr((W_k − W_k^parent)·M_e'·(W_k − W_k^parent)ᵀ)] / Σ_k out_k, with M_0 now also holding those
+prompts and the context tokens, and M_e' = λ_e·M_e + λ_w·M_w + the preserve prompts naming an
+erased concept.
 """
 
 from __future__ import annotations
@@ -325,10 +327,10 @@ class KVMetric(Regularizer):
         from cu_cli.erase.prompts import word_prompts
         from cu_cli.ops.preserve import second_moment
 
-        prompts = word_prompts(ctx.pairs, plan.concepts + _erased_before(plan))
+        prompts = word_prompts(ctx.pairs, plan.concepts + _erased_before(plan), ctx.cfg.match)
         self.info["word_prompts"] = len(prompts)
         if not prompts:
-            log.warning("--set word_weight: no concept of this request has two words; the word "
+            log.warning("--word-weight: no concept of this request has two words; the word "
                         "hold is off")
             return None
         return second_moment(self._states(ctx, prompts))

@@ -196,7 +196,7 @@ def test_anchor_weight_holds_the_anchor_prompts_at_the_root_base():
     cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
                           preserve_ref="parent", anchor_weight=2.0, anchor_scope="request",
                           erased_weight=0.0, word_weight=0.0,
-                          match="word", params="xattn-kv")
+                          keep_weight=0.0, match="word", params="xattn-kv")
     ctx = SimpleNamespace(cfg=cfg, pairs=[pair], trainable={key: torch.nn.Parameter(parent_w)},
                           parent_values={key: parent_w.clone()},
                           base_values=lambda: {key: base_w.clone()},
@@ -270,7 +270,8 @@ def test_erased_weight_holds_the_earlier_targets_at_the_parent():
     cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
                           preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
                           erased_weight=3.0, match="word", params="xattn-kv",
-                          erased_kinds="all", erased_extent="all", word_weight=0.0)
+                          erased_kinds="all", erased_extent="all", word_weight=0.0,
+                          keep_weight=0.0)
 
     def ctx():
         return SimpleNamespace(cfg=cfg, pairs=[], world=world,
@@ -319,7 +320,8 @@ def test_word_weight_holds_the_word_prompts_at_the_parent():
     parent_w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
     cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
                           preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
-                          erased_weight=0.0, word_weight=5.0, match="word", params="xattn-kv")
+                          erased_weight=0.0, word_weight=5.0, keep_weight=0.0, match="word",
+                          params="xattn-kv")
 
     def run(concept, kind):
         pair = build_pairs(concept, kind, None, world, seed=0)
@@ -341,3 +343,61 @@ def test_word_weight_holds_the_word_prompts_at_the_parent():
     assert float(kv.terms({key: parent_w})[0]) == 0.0
     kv, _ = run("arrow", "object")
     assert kv.parts == [] and kv.info["word_prompts"] == 0
+
+
+def test_world_keep_prompts_hold_the_unerased_vocabulary_outside_the_evaluation_grid():
+    """World.keep_prompts: every style the chain has not erased (retained ones included: they are
+    the model's vocabulary), each with the objects that are neither erased nor in the protocol's
+    retain set, so no caption of the evaluation grid (retain objects) is held; objects alike."""
+    world = load_world()
+    erased = ["neon stripes", "ember dots", "arrow"]
+    got = world.keep_prompts("style", erased)
+    styles = [s for s in world.styles if s not in erased]
+    objects = [o for o in world.objects if o not in erased and o not in world.retain["object"]]
+    assert sorted(got) == sorted(world.caption(o, s) for s in styles for o in objects)
+    assert any("neon dots" in p for p in got)  # a retained style is held
+    assert not any(o in p.split() for p in got for o in world.retain["object"])
+    assert not any(c in p for p in got for c in ("neon stripes", "ember dots", "a arrow "))
+    got = world.keep_prompts("object", ["arrow", "neon stripes"])
+    assert "a circle in ember dots style" in got and not any("arrow" in p for p in got)
+    assert not any(s in p for p in got for s in world.retain["style"] + ["neon stripes"])
+    assert world.keep_prompts("style", list(world.styles)) == []
+
+
+def test_keep_weight_holds_the_vocabulary_at_the_root_base_and_needs_a_world():
+    """keep_weight λ_k: the vocabulary prompts' moment (the parent's erased concepts and the
+    request's left out), held at the root base's K/V; on a base without a world a usage error."""
+    from types import SimpleNamespace
+
+    from cu_cli.erase.prompts import build_pairs
+    from cu_cli.erase.regularizers.kv_metric import KVMetric
+
+    world = load_world()
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    parent_w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    base_w = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
+                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
+                          erased_weight=0.0, word_weight=0.0, keep_weight=7.0, kind="style",
+                          match="word", params="xattn-kv")
+    header = SimpleNamespace(json=lambda k, d=None: ["neon stripes"] if k == "cu.erased" else d)
+    plan = SimpleNamespace(parent_header=header, concepts=["ember dots"])
+
+    def ctx(w):
+        return SimpleNamespace(cfg=cfg, pairs=[build_pairs("ember dots", "style", None, world,
+                                                           seed=0)], world=w,
+                               trainable={key: torch.nn.Parameter(parent_w.clone())},
+                               parent_values={key: parent_w.clone()},
+                               base_values=lambda: {key: base_w.clone()},
+                               pipe=SimpleNamespace(encode_text=_toy_encode), embed=_toy_encode)
+
+    kv = KVMetric()
+    kv.prepare(ctx(world), plan)
+    want = world.keep_prompts("style", ["neon stripes", "ember dots"])
+    assert kv.info["keep_prompts"] == len(want) > 0
+    (M, ref), = kv.parts
+    assert torch.equal(ref[key], base_w)
+    assert torch.allclose(M, 7.0 * second_moment(_toy_encode(want)), rtol=1e-5)
+    assert float(kv.terms({key: base_w})[0]) == 0.0 < float(kv.terms({key: parent_w})[0])
+    with pytest.raises(UsageError, match="world"):
+        KVMetric().prepare(ctx(None), plan)

@@ -104,6 +104,22 @@ class World:
         prompts = [self.caption(o, s) for o in objects for s in styles]
         return prompts + [self.caption(o, None) for o in objects]
 
+    def keep_prompts(self, kind: str, erased: list[str]) -> list[str]:
+        """The vocabulary hold (``--keep-weight``): every concept of the request's kind that
+        ``erased`` (the chain's erased concepts and this request's) does not name, each in a
+        caption with every concept of the other kind that is neither erased nor in that kind's
+        protocol retain set — "a moon in neon dots style" for a style chain. The retained
+        concepts of the request's own kind are held (they are the model's vocabulary); no
+        caption of the evaluation grid (retain cross-domain concepts) is."""
+        other = "object" if kind == "style" else "style"
+        gone = set(erased)
+        own = [c for c in (self.styles if kind == "style" else self.objects) if c not in gone]
+        cross = [c for c in (self.objects if kind == "style" else self.styles)
+                 if c not in gone and c not in set(self.retain.get(other, []))]
+        if kind == "style":
+            return [self.caption(o, s) for s in own for o in cross]
+        return [self.caption(o, s) for o in own for s in cross]
+
     def default_protocol(self, erased: list[str]) -> str:
         """The object protocol when every erased concept is an object, else the style one."""
         from cu_cli._util.text import concept_key

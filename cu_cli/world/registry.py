@@ -9,6 +9,8 @@ the world object (:class:`World`) what it needs:
   caption template;
 - ``preserve_prompts(targets)`` — what ``--preserve world`` keeps (its protocol retain sets held
   out, so RA measures generalisation);
+- ``keep_prompts(kind, erased)`` — the vocabulary hold of ``--keep-weight``: the concepts of
+  that kind not erased, in captions that avoid the evaluation grid;
 - ``default_protocol(erased)`` — the ``cu eval`` protocol for a state;
 - ``basis_vocab`` and ``basis_max_sim`` — the ``cu project-basis`` candidate vocabulary and its
   near-synonym ceiling;
@@ -36,6 +38,8 @@ class World(Protocol):
                      anchor: str | None) -> tuple[str, list[str], list[str]]: ...
 
     def preserve_prompts(self, targets: list[str]) -> list[str]: ...
+
+    def keep_prompts(self, kind: str, erased: list[str]) -> list[str]: ...
 
     def default_protocol(self, erased: list[str]) -> str: ...
 

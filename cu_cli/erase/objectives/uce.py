@@ -47,6 +47,11 @@ class Options:
                                 "words before the concept's last token keep their K/V; the rest "
                                 "aligned with the anchor at EOS; erase/token_align.py).", str,
                                 choices=("position", "concept"), neutral="position")
+    uce_anchor: str | None = opt(None, "UCE: whose K/V the targets take — the reference's "
+                                  "(ref: --reg-ref's state, UCE) or the root base's (base: in a "
+                                  "chain the anchor's drawing cannot drift request by request; a "
+                                  "cu extension, as --conabl-anchor base).", str,
+                                  choices=("ref", "base"), neutral="ref")
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
 
@@ -71,7 +76,7 @@ class UCE(Objective):
     defaults = dict(steps=1, lr=1.0, batch=1, clip=None, weight_decay=0.0, anchor_images=0,
                     anchor_steps=1, anchor_guidance=1.0, mask_border=0, hflip=False,
                     uce_lambda=0.1, erase_scale=1.0, uce_eta=0.0,
-                    uce_align="position")
+                    uce_align="position", uce_anchor="ref")
 
     @classmethod
     def check(cls, cfg, regularizers) -> None:
@@ -121,6 +126,7 @@ class UCE(Objective):
         quads = by_name["kv-metric"].quadratics() if "kv-metric" in by_name else []
         M = sum(q.metric.cpu() for q in quads) if quads else None
         ref = ctx.parent_values if cfg.reg_ref == "parent" else ctx.base_values()
+        anchor_ref = ctx.base_values() if cfg.uce_anchor == "base" else ref
         protected = []  # directions the edit must not touch (null-space variant, basis)
         if cfg.uce_nullspace:
             protected.append(protected_directions(M, cfg.uce_rtol))
@@ -131,7 +137,8 @@ class UCE(Objective):
         with torch.no_grad():
             for k in kv_keys(ctx.trainable):
                 W0 = ref[k].float().cpu()
-                V = W0 @ (self.A - cfg.uce_eta * (self.C - self.A))
+                Wa = anchor_ref[k].float().cpu()
+                V = Wa @ (self.A - cfg.uce_eta * (self.C - self.A))
                 pull = _pull(quads, k, W0)
                 dW, cond = solve_update(W0, self.C, V, M, cfg.uce_lambda, cfg.erase_scale, Q,
                                         pull)
@@ -141,7 +148,7 @@ class UCE(Objective):
                 resid.append(float(((W @ self.C - V) ** 2).sum(0).mean()))
         self.info = {"erase_tokens": int(self.C.shape[1]), **self.align_info,
                      "lambda": cfg.uce_lambda,
-                     "eta": cfg.uce_eta,
+                     "eta": cfg.uce_eta, "anchor": cfg.uce_anchor,
                      "erase_scale": cfg.erase_scale, "preserve_metric": M is not None,
                      "free_dims": None if Q is None else int(Q.shape[1]),
                      "cond_max": max(conds), "cond_mean": sum(conds) / len(conds)}

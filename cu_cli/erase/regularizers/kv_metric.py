@@ -32,8 +32,16 @@ the input (text) dimension of every trainable attn2 K/V weight (ops/preserve.py)
   On a world base the earlier prompts are rebuilt exactly; on a real base from the default
   templates (seed 0), which need not be the very prompts an earlier request drew.
 
+- ``keep`` — the model's vocabulary minus what the chain has erased (``World.keep_prompts``:
+  every concept of the request's kind that neither the parent nor this request erased, in
+  captions with concepts of the other kind outside the protocol's retain set, so no evaluation
+  prompt is held), weight λ_k, held at the **root base's** K/V: what was never erased keeps the
+  base's drawing however many requests come (a cu extension). A K/V edit that knows what to keep
+  can erase every other style (docs/erase.md, "The vocabulary hold"); on a base without a world
+  it is an error.
+
 L = Σ_k [tr((W_k − W_k^parent)·M·(W_k − W_k^parent)ᵀ) + tr((W_k − W_k^0)·M_0·(W_k − W_k^0)ᵀ)]
-/ Σ_k out_k with M = λ_c·M_c + λ_p·M_p + λ_w·M_w + λ_e·M_e (held at the parent) and M_0 = λ_a·M_a (held at
+/ Σ_k out_k with M = λ_c·M_c + λ_p·M_p + λ_w·M_w + λ_e·M_e (held at the parent) and M_0 = λ_a·M_a + λ_k·M_k (held at
 the root base). The same parts are the closed-form preservation terms (``quadratics``), so UCE
 gets every hold too.
 
@@ -108,6 +116,12 @@ class Options:
                                     "weight λ_w: erase the combination, not its parts (a cu "
                                     "extension).", float, ge=0, neutral=0.0)
 
+    keep_weight: float | None = opt(None, "Hold the K/V of the world's vocabulary that the "
+                                    "chain has not erased (its other concepts of the request's "
+                                    "kind, in captions outside the evaluation grid) at the root "
+                                    "base's, weight λ_k (a cu extension; needs a world base).",
+                                    float, ge=0, neutral=0.0)
+
 
 def _erased_before(plan) -> list[str]:
     """The concepts the parent state has erased (its ``cu.erased``; none from a base)."""
@@ -164,7 +178,8 @@ class KVMetric(Regularizer):
     Options = Options
     defaults = dict(preserve="none", preserve_weight=0.25, context_weight=0.0,
                     preserve_ref="parent", anchor_weight=0.0, preserve_focus=0.0,
-                    anchor_scope="request", erased_weight=0.0, word_weight=0.0)
+                    anchor_scope="request", erased_weight=0.0, word_weight=0.0,
+                    keep_weight=0.0)
 
     @classmethod
     def resolve_inputs(cls, cfg, parent=None):
@@ -190,7 +205,8 @@ class KVMetric(Regularizer):
     @classmethod
     def enabled(cls, cfg, plan) -> bool:
         on = ((cfg.preserve != "none" and cfg.preserve_weight) or cfg.context_weight
-              or cfg.anchor_weight or cfg.erased_weight or cfg.word_weight)
+              or cfg.anchor_weight or cfg.erased_weight or cfg.word_weight
+              or cfg.keep_weight)
         return bool(on)
 
     def prepare(self, ctx, plan) -> None:
@@ -218,6 +234,10 @@ class KVMetric(Regularizer):
             M_w = self._word_moment(ctx, plan)
             if M_w is not None:
                 dirty.append(cfg.word_weight * M_w)
+        if cfg.keep_weight:
+            M_k = self._keep_moment(ctx, plan)
+            if M_k is not None:
+                clean.append(cfg.keep_weight * M_k)
         if cfg.erased_weight:
             held = [pair for pair in earlier
                     if cfg.erased_kinds == "all" or pair.kind == cfg.erased_kinds]
@@ -332,6 +352,22 @@ class KVMetric(Regularizer):
         if not prompts:
             log.warning("--word-weight: no concept of this request has two words; the word "
                         "hold is off")
+            return None
+        return second_moment(self._states(ctx, prompts))
+
+    def _keep_moment(self, ctx, plan):
+        """Moment of the vocabulary hold's prompts (all positions); None when nothing is left."""
+        from cu_cli._util.errors import UsageError
+        from cu_cli.ops.preserve import second_moment
+
+        if ctx.world is None:
+            raise UsageError("--keep-weight holds a world's vocabulary: it needs a built-in "
+                             "world base (MiniCanvas); on another base use --preserve FILE")
+        prompts = ctx.world.keep_prompts(ctx.cfg.kind, _erased_before(plan) + plan.concepts)
+        self.info["keep_prompts"] = len(prompts)
+        if not prompts:
+            log.warning("--keep-weight: the chain has erased the whole vocabulary of its kind; "
+                        "the vocabulary hold is off")
             return None
         return second_moment(self._states(ctx, prompts))
 

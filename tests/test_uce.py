@@ -99,3 +99,45 @@ def test_pull_term_moves_preserved_states_toward_their_own_reference():
     assert torch.allclose(dW, want, atol=1e-10)
     # the preserved states end near W + D (what the base gives them), not at W
     assert ((W + dW - (W + D)) @ H).norm() < 0.2 * (D @ H).norm()
+
+
+def test_chain_scope_makes_each_state_the_simultaneous_edit_from_the_base(runner, tmp_path,
+                                                                         tiny_sd1):
+    """--uce-scope chain: request 2 from request 1's state re-solves both concepts from the root
+    base, so its K/V equal the one-shot two-concept edit (the column order aside); without
+    --reg-ref base, or when an earlier request cannot be rebuilt, a usage error."""
+    from cu_cli.cli.app import app
+    from cu_cli.ckpt.checkpoint import open_checkpoint
+    from cu_cli.ckpt.format import load_tensors
+
+    common = ["--base", tiny_sd1, "--method", "uce", "--kind", "object", "--anchor", "dog",
+              "-q", "--seed", "3", "--reg-ref", "base"]
+
+    def erase(name, *args):
+        out = tmp_path / f"{name}.safetensors"
+        r = runner.invoke(app, ["erase", *common, *args, "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        return str(out)
+
+    first = erase("a", "--concept", "cat")
+    chain = erase("b", "--from", first, "--concept", "bird", "--uce-scope", "chain")
+    both = erase("ab", "--concept", "cat", "--concept", "bird")
+    step = open_checkpoint(chain).json("cu.lineage")[-1]["measured"]["uce"]
+    assert step["scope"] == "chain" and sorted(step["concepts_solved"]) == ["bird", "cat"]
+    wc, wb = load_tensors(chain), load_tensors(both)
+    assert sorted(wc) == sorted(wb)
+    assert all(torch.allclose(wc[k], wb[k], atol=1e-5) for k in wc)
+    # the request scope stacks on the parent instead: a different state
+    stacked = load_tensors(erase("s", "--from", first, "--concept", "bird"))
+    assert any(not torch.allclose(stacked[k], wb[k], atol=1e-4) for k in wb)
+
+    r = runner.invoke(app, ["erase", *common[:-2], "--from", first, "--concept", "bird",
+                            "--uce-scope", "chain", "-o", str(tmp_path / "x.safetensors")])
+    assert r.exit_code == 2 and "--reg-ref base" in r.output, r.output
+    anchors = tmp_path / "anchors.txt"
+    anchors.write_text("a photo of a dog\na dog\n")
+    from_file = erase("f", "--concept", "cat", "--anchor-prompts", str(anchors))
+    r = runner.invoke(app, ["erase", *common, "--from", from_file, "--concept", "bird",
+                            "--uce-scope", "chain", "-o", str(tmp_path / "y.safetensors")])
+    assert r.exit_code == 2 and "cannot be rebuilt" in r.output and "cat" in r.output, r.output
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

@@ -34,6 +34,7 @@ class EraseContext:
     forget_images: object = None  # EraseDiff: base samples of the target prompts
     selft_masks: dict | None = None  # SelFT's masks (projection re-applies them)
     base_values: object = None  # callable: the root base's values of the trainable keys
+    earlier_pairs: object = None  # callable(strict): the chain's earlier requests' prompt pairs
     report: object = None  # callable(label, done, total): progress of slow phases
     _emb: dict = field(default_factory=dict)  # prompt -> one-row Cond
     _ref: dict = field(default_factory=dict)  # cached reference weights (the root base's)

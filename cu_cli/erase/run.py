@@ -79,6 +79,7 @@ def prepare(plan: ErasePlan, phase=None) -> Prepared:
     from cu_cli.ckpt.format import load_tensors
     from cu_cli.erase.context import EraseContext
     from cu_cli.erase.engine import Engine
+    from cu_cli.erase.lineage_pairs import lineage_pairs, own_free
     from cu_cli.erase.objectives import ERASE_OBJECTIVES
     from cu_cli.models.groups import group_names
     from cu_cli.models.session import ModelSession
@@ -100,6 +101,8 @@ def prepare(plan: ErasePlan, phase=None) -> Prepared:
     _warn_truncated(ctx)
     names = _select_trainable(ctx, session, cfg.params)
     ctx.base_values = lambda: plan.base.get_tensors(names)
+    ctx.earlier_pairs = lambda strict=None: own_free(
+        lineage_pairs(plan, plan.world, cfg.match, strict), plan.concepts)
     objective.prepare(ctx)
     hooks = objective.hooks(ctx)
     regs = [R() for R in plan.regularizers]

@@ -13,6 +13,10 @@ so act as preservation constraints of their own. Per K/V weight (ops/closed_form
     min_ΔW (s/N)·Σ_e ‖(W_ref + ΔW)c_e − v*_e‖² + tr(ΔW·M·ΔWᵀ) + λ‖ΔW‖²_F,
 
 with W_ref = θ^ref (``reg_ref``: the parent by default — λ is L2-SP toward it in closed form),
+``uce_scope: chain`` (a cu extension): the erase set is every concept of the chain — this
+request's and the earlier requests' (rebuilt from the parent's lineage, erase/lineage_pairs.py) —
+and W_ref the root base's, so the state after request k is the simultaneous UCE edit of the first
+k concepts (Gandikota et al. edit many concepts at once) and drift does not accumulate;
 M = the retained-token metric of the K/V-metric regularizer (``--preserve`` prompts and the
 request context; with ``--preserve world`` the previously erased concepts' captions are in it,
 so they stay at their erased state), s = ``erase_scale``. ``uce_nullspace`` restricts ΔW to the
@@ -52,6 +56,13 @@ class Options:
                                   "chain the anchor's drawing cannot drift request by request; a "
                                   "cu extension, as --conabl-anchor base).", str,
                                   choices=("ref", "base"), neutral="ref")
+    uce_scope: str | None = opt(None, "UCE: what each request solves for — its own concepts "
+                                "from --reg-ref's state (request: UCE), or every concept the "
+                                "chain has erased, rebuilt from the parent's lineage, from the "
+                                "root base (chain: state k is the simultaneous edit of the first k "
+                                "requests, so drift cannot accumulate; needs --reg-ref base and "
+                                "--preserve-ref base; a cu extension).", str,
+                                choices=("request", "chain"), neutral="request")
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
 
@@ -76,7 +87,7 @@ class UCE(Objective):
     defaults = dict(steps=1, lr=1.0, batch=1, clip=None, weight_decay=0.0, anchor_images=0,
                     anchor_steps=1, anchor_guidance=1.0, mask_border=0, hflip=False,
                     uce_lambda=0.1, erase_scale=1.0, uce_eta=0.0,
-                    uce_align="position", uce_anchor="ref")
+                    uce_align="position", uce_anchor="ref", uce_scope="request")
 
     @classmethod
     def check(cls, cfg, regularizers) -> None:
@@ -86,6 +97,10 @@ class UCE(Objective):
         if names & {"sp", "selft"}:
             raise UsageError("--method uce: --l1/--l2 and --selft-topk are gradient-path "
                              "regularizers; its ridge toward --reg-ref is --uce-lambda")
+        if cfg.uce_scope == "chain" and (cfg.reg_ref != "base" or (
+                "kv-metric" in names and cfg.preserve_ref != "base")):
+            raise UsageError("--uce-scope chain solves every erased concept from the root base: "
+                             "it needs --reg-ref base and --preserve-ref base")
         if cfg.uce_nullspace and "kv-metric" not in names:
             raise UsageError("--uce-nullspace needs preserved states (--preserve or "
                              "--context-weight)")
@@ -100,7 +115,10 @@ class UCE(Objective):
 
         cols_c, cols_a, missing = [], [], 0
         eos = ctx.pipe.tokenizer.eos_token_id
-        for pair in ctx.pairs:
+        pairs = list(ctx.pairs)
+        if ctx.cfg.uce_scope == "chain":  # the earlier requests, re-erased from the base
+            pairs += ctx.earlier_pairs("--uce-scope chain")
+        for pair in pairs:
             concept = word_ids(ctx.pipe, pair.concept)
             tgt, anc = list(pair.target_prompts), list(pair.anchor_prompts)
             H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
@@ -113,7 +131,9 @@ class UCE(Objective):
                 cols_a.append(torch.cat([H_t[i, al.keep], H_a[i, [a for _, a in al.edit]]]))
         self.C = torch.cat(cols_c).T.contiguous().cpu()  # [d, N]
         self.A = torch.cat(cols_a).T.contiguous().cpu()
-        self.align_info = {"align": ctx.cfg.uce_align, "prompts_without_concept": missing}
+        self.align_info = {"align": ctx.cfg.uce_align, "prompts_without_concept": missing,
+                           "scope": ctx.cfg.uce_scope,
+                           "concepts_solved": [p.concept for p in pairs]}
 
     def solve(self, ctx, regularizers) -> float:
         import torch

@@ -61,6 +61,10 @@ import hashlib
 from dataclasses import dataclass
 
 from cu_cli._util.log import get_logger
+from cu_cli.erase.lineage_pairs import erased_before as _erased_before
+from cu_cli.erase.lineage_pairs import lineage_kinds as _lineage_kinds
+from cu_cli.erase.lineage_pairs import lineage_pairs as _lineage_pairs
+from cu_cli.erase.lineage_pairs import own_free as _own_free
 from cu_cli.erase.optfield import opt
 from cu_cli.erase.regularizers import Quadratic, Regularizer
 
@@ -121,55 +125,6 @@ class Options:
                                     "kind, in captions outside the evaluation grid) at the root "
                                     "base's, weight λ_k (a cu extension; needs a world base).",
                                     float, ge=0, neutral=0.0)
-
-
-def _erased_before(plan) -> list[str]:
-    """The concepts the parent state has erased (its ``cu.erased``; none from a base)."""
-    return list(plan.parent_header.json("cu.erased", [])) if plan.parent_header else []
-
-
-def _lineage_kinds(header) -> set[str]:
-    """The kinds of the concepts erased by the erase steps of ``header``'s lineage."""
-    steps = header.json("cu.lineage", []) if header is not None else []
-    return {k for st in steps if st.get("op") == "erase"
-            for k in (st.get("measured") or {}).get("kinds", [])}
-
-
-def _lineage_pairs(plan, world, match: str) -> list:
-    """The prompt pairs of the parent's earlier erase requests, rebuilt from each lineage step's
-    concepts and recorded anchors/kinds (``measured``); a step that read its anchor prompts from a
-    user file cannot be rebuilt and is skipped with a warning."""
-    from cu_cli._util.errors import CuError
-    from cu_cli.erase.prompts import build_pairs
-
-    steps = plan.parent_header.json("cu.lineage", []) if plan.parent_header else []
-    out, skipped = [], []
-    for st in steps:
-        m = st.get("measured") or {}
-        if st.get("op") != "erase" or "anchors" not in m:
-            continue
-        if (st.get("inputs") or {}).get("anchor_prompts_sha256"):
-            skipped += list(st.get("concepts", []))
-            continue
-        for concept, anchor, kind in zip(st.get("concepts", []), m["anchors"], m["kinds"]):
-            try:
-                out.append(build_pairs(concept, kind, anchor or None, world, seed=0, match=match,
-                                       need_anchor=False))
-            except CuError:
-                skipped.append(concept)
-    if skipped:
-        log.warning("the chain's earlier prompts of %s cannot be rebuilt (anchor prompts from a "
-                    "file, or no anchor); only the others are held", ", ".join(skipped))
-    return out
-
-
-def _own_free(pairs: list, concepts: list[str]) -> list:
-    """The earlier pairs without the prompts that name one of this request's own concepts (in a
-    mixed stream an earlier style request's "a bolt in neon stripes style" is this object
-    request's target: holding it at the parent's or the base's K/V would block the erasure)."""
-    from cu_cli.erase.prompts import drop_naming
-
-    return [kept for kept in (drop_naming(pair, concepts) for pair in pairs) if kept is not None]
 
 
 class KVMetric(Regularizer):

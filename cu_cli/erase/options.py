@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from cu_cli._util.errors import UsageError
 from cu_cli.erase.optfield import OptSpec, coerce, label, opt, spec_of
 from cu_cli.erase.objectives import ERASE_OBJECTIVES
+from cu_cli.erase.presets import PRESET_NAMES
 from cu_cli.erase.regularizers import REGULARIZERS
 from cu_cli.models.groups import PARAM_GROUPS
 
@@ -24,6 +25,11 @@ KINDS = ("style", "object", "celebrity", "custom")
 @dataclass(frozen=True)
 class RequestOptions:
     method: str = opt("conabl", "Objective.", str, choices=tuple(ERASE_OBJECTIVES))
+    preset: str = opt("none", "A named option set of the base's world, filling every option not "
+                      "given (chain: the settings measured for a stream of requests, docs/erase.md "
+                      "'The chain preset'; auto: chain where the world has one — cu run's "
+                      "sequential setting with an empty erase block).", str,
+                      choices=PRESET_NAMES, neutral="none")
     kind: str | None = opt(None, "Concept kind (inferred on a world base).", str, choices=KINDS,
                            nullable=True)
     anchor: str | None = opt(None, "Anchor concept (default: the world's anchor, '' for styles).",

@@ -92,8 +92,9 @@ def _sha_lines(lines: list[str] | None) -> str | None:
 def plan_erase(req: EraseRequest) -> ErasePlan:
     """Resolve and check everything a request needs; reads headers and configs, loads no model."""
     from cu_cli.erase.options import EraseConfig
+    from cu_cli.erase.presets import apply_preset, earlier_requests
     from cu_cli.models.base import base_for_states
-    from cu_cli.world.registry import erase_profile, get_world
+    from cu_cli.world.registry import erase_presets, erase_profile, get_world
 
     from cu_cli.models.precision import check_dtype, resolve_device
 
@@ -106,7 +107,11 @@ def plan_erase(req: EraseRequest) -> ErasePlan:
     ident = BaseIdentity(base.id, base.arch, base.fingerprint)
     warnings = check_base(parent, ident, req.allow_base_mismatch) if parent is not None else []
     world = get_world(base.world)
-    cfg, pairs = _config_and_pairs(req.cfg or EraseConfig(), req, world, erase_profile(base.world))
+    given = req.cfg or EraseConfig()
+    kind = given.kind or (world.infer_kind(req.concepts[0]) if world is not None else None)
+    given = apply_preset(given, erase_presets(base.world), f"base {base.world or base.id}",
+                         kind, earlier_requests(parent))
+    cfg, pairs = _config_and_pairs(given, req, world, erase_profile(base.world))
     dropped = 0
     if parent is not None:
         from cu_cli.erase.prompts import without_erased

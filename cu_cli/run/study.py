@@ -20,6 +20,9 @@ every listed protocol with the state's erased concepts of that protocol's domain
 Settings (Lee et al., arXiv 2511.07970): **sequential** — request k erases from state k−1;
 **independent** — each request from the base, state k = the merge of requests 1..k;
 **simultaneous** — state k = one erase of {1..k} from the base (the paper's upper reference).
+A sequential study whose ``erase:`` block is empty or absent (and no ``cu run --set``) erases with
+``preset: auto`` — the base's world's chain preset where it has one (erase/presets.py); give any
+option, e.g. ``erase: {preset: none}``, to get ``cu erase``'s single-request defaults instead.
 Unknown keys and wrong types exit 2 naming the key's path.
 """
 
@@ -101,6 +104,8 @@ def load_study(path: str, overrides: dict | None = None) -> Study:
         raise UsageError(f"{path}: setting {setting!r}: choose one of {', '.join(SETTINGS)}")
     erase = dict(_check_keys(raw.get("erase") or {}, _erase_keys(), "erase", path))
     erase.update(overrides or {})
+    if setting == "sequential" and not erase:  # the user gave nothing: a chain's defaults
+        erase = {"preset": "auto"}
     build_config(erase, {}, where=f"{path}: erase")  # types and ranges, exit 2 on a bad one
     base = _typed(raw.get("base"), str, "base", path)
     if base and os.path.exists(os.path.join(here, base)):

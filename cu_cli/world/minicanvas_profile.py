@@ -31,3 +31,21 @@ ERASE_DEFAULTS = {
         uce_eta=0.25,  # push the target tokens' K/V past the anchor's (objectives/uce.py)
     ),
 }
+
+# ``--preset`` option sets per concept kind (erase/presets.py). ``chain``: a stream of requests,
+# measured by the studies minicanvas-styles-uce-chain and minicanvas-objects-best (docs/results.md,
+# docs/erase.md "The chain preset").
+ERASE_PRESETS = {
+    "chain": {
+        "style": dict(
+            method="uce",
+            uce_scope="chain",  # state k = the simultaneous UCE edit of the chain's k styles
+            reg_ref="base",  # ... solved from the root base (needed by the chain scope)
+            preserve_ref="base",  # the world's other captions held at the base's K/V ...
+            preserve_weight=2.0,  # ... at this weight
+            keep_weight=2.0,  # the styles not erased, held at the base's K/V
+            uce_anchor="base",  # the anchor's K/V (the targets' v*) from the base
+        ),
+        "object": {},  # ConAbl with the anchor and erased holds (ERASE_DEFAULTS): measured best
+    },
+}

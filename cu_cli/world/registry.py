@@ -15,7 +15,8 @@ the world object (:class:`World`) what it needs:
 - ``basis_vocab`` and ``basis_max_sim`` — the ``cu project-basis`` candidate vocabulary and its
   near-synonym ceiling;
 - the entry's ``erase_defaults`` — measured ``cu erase`` defaults per method (``"*"``: all
-  methods), overriding each objective's reference defaults (erase/defaults.py).
+  methods), overriding each objective's reference defaults (erase/defaults.py), and its
+  ``erase_presets`` — named option sets for ``--preset`` (erase/presets.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class WorldEntry:
     doc: str
     module: str  # imported on first use (numpy/PIL)
     erase_defaults: dict  # method | "*" -> {option: value}
+    erase_presets: dict  # preset name -> {option: value} (erase/presets.py)
 
     def load(self) -> World:
         return importlib.import_module(self.module).load_world()
@@ -58,7 +60,8 @@ class WorldEntry:
 WORLDS: dict[str, WorldEntry] = {
     "minicanvas": WorldEntry(
         name="minicanvas", doc="16 objects x 16 styles at 32x32 (docs/minicanvas.md)",
-        module="cu_cli.world.minicanvas", erase_defaults=minicanvas_profile.ERASE_DEFAULTS),
+        module="cu_cli.world.minicanvas", erase_defaults=minicanvas_profile.ERASE_DEFAULTS,
+        erase_presets=minicanvas_profile.ERASE_PRESETS),
 }
 
 
@@ -70,3 +73,8 @@ def get_world(name: str | None) -> World | None:
 def erase_profile(name: str | None) -> dict:
     """The world's erase defaults (empty for real bases: the reference defaults apply)."""
     return WORLDS[name].erase_defaults if name else {}
+
+
+def erase_presets(name: str | None) -> dict:
+    """The world's ``--preset`` option sets (empty for real bases: none is measured there)."""
+    return WORLDS[name].erase_presets if name else {}

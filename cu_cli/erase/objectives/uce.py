@@ -17,6 +17,9 @@ with W_ref = θ^ref (``reg_ref``: the parent by default — λ is L2-SP toward i
 request's and the earlier requests' (rebuilt from the parent's lineage, erase/lineage_pairs.py) —
 and W_ref the root base's, so the state after request k is the simultaneous UCE edit of the first
 k concepts (Gandikota et al. edit many concepts at once) and drift does not accumulate;
+``uce_weighting: concept`` (a cu extension) weighs each column w_e = N/N_c(e), so every concept's
+columns weigh s in total as in a request of its own — the mean over all N columns (``column``)
+gives each of k concepts s/k against an unchanged M;
 M = the retained-token metric of the K/V-metric regularizer (``--preserve`` prompts and the
 request context; with ``--preserve world`` the previously erased concepts' captions are in it,
 so they stay at their erased state), s = ``erase_scale``. ``uce_nullspace`` restricts ΔW to the
@@ -63,6 +66,12 @@ class Options:
                                 "requests, so drift cannot accumulate; needs --reg-ref base and "
                                 "--preserve-ref base; a cu extension).", str,
                                 choices=("request", "chain"), neutral="request")
+    uce_weighting: str | None = opt(None, "UCE: how the erase term weighs its token columns — "
+                                    "column (each column s/N: k concepts share s, cu's UCE) or "
+                                    "concept (each concept's columns weigh s in total, as in a "
+                                    "request of its own: a chain-scope edit of k concepts does not "
+                                    "dilute each by 1/k; a cu extension).", str,
+                                    choices=("column", "concept"), neutral="column")
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
 
@@ -77,6 +86,18 @@ def _pull(quads, key: str, W0):
     return out
 
 
+def _column_weights(owner: list[int], weighting: str):
+    """√w per erase column for ``uce_weighting: concept`` — w_e = N / N_c(e), so that with the
+    solve's s/N each concept's columns weigh s in total — or None (every column s/N)."""
+    import torch
+
+    if weighting != "concept" or not owner:
+        return None
+    ids = torch.tensor(owner)
+    counts = torch.bincount(ids).double()
+    return torch.sqrt(len(owner) / counts[ids]).float()
+
+
 class UCE(Objective):
     name = "uce"
     url = "https://arxiv.org/abs/2308.14761"
@@ -87,7 +108,8 @@ class UCE(Objective):
     defaults = dict(steps=1, lr=1.0, batch=1, clip=None, weight_decay=0.0, anchor_images=0,
                     anchor_steps=1, anchor_guidance=1.0, mask_border=0, hflip=False,
                     uce_lambda=0.1, erase_scale=1.0, uce_eta=0.0,
-                    uce_align="position", uce_anchor="ref", uce_scope="request")
+                    uce_align="position", uce_anchor="ref", uce_scope="request",
+                    uce_weighting="column")
 
     @classmethod
     def check(cls, cfg, regularizers) -> None:
@@ -113,12 +135,12 @@ class UCE(Objective):
         from cu_cli.erase.context_tokens import word_ids
         from cu_cli.erase.token_align import align
 
-        cols_c, cols_a, missing = [], [], 0
+        cols_c, cols_a, owner, missing = [], [], [], 0
         eos = ctx.pipe.tokenizer.eos_token_id
         pairs = list(ctx.pairs)
         if ctx.cfg.uce_scope == "chain":  # the earlier requests, re-erased from the base
             pairs += ctx.earlier_pairs("--uce-scope chain")
-        for pair in pairs:
+        for n, pair in enumerate(pairs):
             concept = word_ids(ctx.pipe, pair.concept)
             tgt, anc = list(pair.target_prompts), list(pair.anchor_prompts)
             H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
@@ -129,8 +151,10 @@ class UCE(Objective):
                 jt = al.keep + [j for j, _ in al.edit]
                 cols_c.append(H_t[i, jt])
                 cols_a.append(torch.cat([H_t[i, al.keep], H_a[i, [a for _, a in al.edit]]]))
+                owner += [n] * len(jt)
         self.C = torch.cat(cols_c).T.contiguous().cpu()  # [d, N]
         self.A = torch.cat(cols_a).T.contiguous().cpu()
+        self.sqrt_w = _column_weights(owner, ctx.cfg.uce_weighting)
         self.align_info = {"align": ctx.cfg.uce_align, "prompts_without_concept": missing,
                            "scope": ctx.cfg.uce_scope,
                            "concepts_solved": [p.concept for p in pairs]}
@@ -160,8 +184,10 @@ class UCE(Objective):
                 Wa = anchor_ref[k].float().cpu()
                 V = Wa @ (self.A - cfg.uce_eta * (self.C - self.A))
                 pull = _pull(quads, k, W0)
-                dW, cond = solve_update(W0, self.C, V, M, cfg.uce_lambda, cfg.erase_scale, Q,
-                                        pull)
+                C, Vw = self.C, V
+                if self.sqrt_w is not None:  # weighted least squares: scale both by √w
+                    C, Vw = self.C * self.sqrt_w, V * self.sqrt_w
+                dW, cond = solve_update(W0, C, Vw, M, cfg.uce_lambda, cfg.erase_scale, Q, pull)
                 W = W0 + dW
                 ctx.trainable[k].copy_(W.to(ctx.trainable[k].device))
                 conds.append(cond)
@@ -169,7 +195,8 @@ class UCE(Objective):
         self.info = {"erase_tokens": int(self.C.shape[1]), **self.align_info,
                      "lambda": cfg.uce_lambda,
                      "eta": cfg.uce_eta, "anchor": cfg.uce_anchor,
-                     "erase_scale": cfg.erase_scale, "preserve_metric": M is not None,
+                     "erase_scale": cfg.erase_scale, "weighting": cfg.uce_weighting,
+                     "preserve_metric": M is not None,
                      "free_dims": None if Q is None else int(Q.shape[1]),
                      "cond_max": max(conds), "cond_mean": sum(conds) / len(conds)}
         return sum(resid) / len(resid)

@@ -216,3 +216,26 @@ def test_mixed_protocol_list_must_name_protocols(runner, tmp_path):
     p.write_text("requests: [a]\neval: {protocol: [minicanvas-style, nosuch]}\n")
     r = runner.invoke(app, ["run", str(p), "-o", str(tmp_path / "o"), "-q"])
     assert r.exit_code == 2 and "eval.protocol" in r.output
+
+
+def test_seed_shift_moves_every_protocol_seed_and_is_checked(tmp_path):
+    """eval seed_shift / cu eval --seed-shift: the protocol's grid on seeds it never used (a
+    held-out check); the study key must be an integer (exit 2 otherwise)."""
+    from cu_cli._util.errors import UsageError
+    from cu_cli.evaluate.protocols import get_protocol
+    from cu_cli.evaluate.run import EvalRequest, _override
+    from cu_cli.run.study import load_study
+
+    proto = get_protocol("minicanvas-style")
+    moved = _override(proto, EvalRequest(seed_shift=100000))
+    assert moved.seeds == tuple(s + 100000 for s in proto.seeds)
+    assert not set(moved.seeds) & set(proto.seeds)
+    assert _override(proto, EvalRequest(seeds=2, seed_shift=7)).seeds == tuple(
+        s + 7 for s in proto.seeds[:2])
+    assert _override(proto, EvalRequest()).seeds == proto.seeds
+    path = tmp_path / "s.yaml"
+    path.write_text("base: minicanvas\nsequence: minicanvas-style\neval: {seed_shift: 1000}\n")
+    assert load_study(str(path)).eval["seed_shift"] == 1000
+    path.write_text("base: minicanvas\nsequence: minicanvas-style\neval: {seed_shift: many}\n")
+    with pytest.raises(UsageError, match="seed_shift must be an integer"):
+        load_study(str(path))

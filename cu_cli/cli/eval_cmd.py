@@ -32,6 +32,9 @@ def eval_command(
                               "protocol's.")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Use the first N protocol seeds.",
                                               min=1)] = None,
+    seed_shift: Annotated[int, typer.Option(
+        "--seed-shift", help="Add N to every protocol seed: the same grid on seeds the protocol "
+                             "never used (a held-out check; 0 = the protocol's).")] = 0,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps.", min=1)] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="CFG scale.",
                                                    callback=finite)] = None,
@@ -81,7 +84,7 @@ def eval_command(
     retain = read_lines(retain_file) if retain_file else None
     req = EvalRequest(states=list(states or []), base=base, base_config=base_config,
                       protocol=protocol, erased=list(erased) if erased else None, retain=retain,
-                      seeds=seeds,
+                      seeds=seeds, seed_shift=seed_shift,
                       steps=steps, guidance=guidance, classifier=classifier,
                       prompt_variant=prompt_variant, cra_scope=cra_scope,
                       include_base=with_base or similarity, allow_base_mismatch=allow_base_mismatch,

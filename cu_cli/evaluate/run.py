@@ -37,6 +37,7 @@ class EvalRequest:
     erased: list[str] | None = None  # override every state's cu.erased
     retain: list[str] | None = None  # override the protocol's in-domain retain set
     seeds: int | None = None  # use the first N protocol seeds
+    seed_shift: int = 0  # add this to every protocol seed (held-out seeds; 0 = the protocol's)
     steps: int | None = None
     guidance: float | None = None
     classifier: str | None = None
@@ -195,6 +196,8 @@ def _override(proto: Protocol, req: EvalRequest) -> Protocol:
         if not 1 <= req.seeds <= len(proto.seeds):
             raise UsageError(f"--seeds must be 1..{len(proto.seeds)} for {proto.name}")
         kw["seeds"] = proto.seeds[:req.seeds]
+    if req.seed_shift:
+        kw["seeds"] = tuple(s + req.seed_shift for s in kw.get("seeds", proto.seeds))
     if req.steps is not None:
         kw["steps"] = req.steps
     if req.guidance is not None:

@@ -158,7 +158,8 @@ def eval_settings(study) -> dict:
     e = study.eval
     return {"protocol": e.get("protocol"), "seeds": e.get("seeds"), "steps": e.get("steps"),
             "guidance": e.get("guidance"), "classifier": e.get("classifier"),
-            "cra_scope": e.get("cra_scope", "all"), "device": study.device}
+            "cra_scope": e.get("cra_scope", "all"), "device": study.device,
+            **({"seed_shift": e["seed_shift"]} if e.get("seed_shift") else {})}
 
 
 def _evaluate(study, step: Step, payload: str, out_dir: str) -> tuple[dict, float | None]:
@@ -189,6 +190,7 @@ def _eval_one(study, step: Step, settings: dict, protocol, erased) -> dict:
     res = run_eval(EvalRequest(
         states=[step.state], base=study.base,
         base_config=study.base_config, protocol=protocol, seeds=settings["seeds"],
+        seed_shift=settings.get("seed_shift", 0),
         steps=settings["steps"], guidance=settings["guidance"], classifier=settings["classifier"],
         cra_scope=settings["cra_scope"], device=study.device, erased=erased))
     metrics = res.states[0]["metrics"]

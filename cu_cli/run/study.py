@@ -13,7 +13,7 @@ requests:                          # explicit requests instead of `sequence:`
 erase: {l2: 2500}                  # any `cu erase` option (YAML keys of `cu erase --config`)
 project_basis: {top_m: 50}         # optional: a `cu project-basis` from each parent (projection)
 merge: {method: ties, lambda: 1.25, density: 0.8}   # independent: merge of states 1..k
-eval: {protocol: minicanvas-style, seeds: 10, steps: 25, every: 1}
+eval: {protocol: minicanvas-style, seeds: 10, steps: 25, every: 1}   # seed_shift: N (held out)
 ```
 ``eval.protocol`` may be a list (a stream that mixes styles and objects): each state is scored on
 every listed protocol with the state's erased concepts of that protocol's domain (execute.py).
@@ -38,7 +38,8 @@ TOP_KEYS = {"name", "base", "base_config", "setting", "seed", "sequence", "first
             "erase", "project_basis", "merge", "eval", "device"}
 REQUEST_KEYS = {"concept", "kind", "anchor"}
 MERGE_KEYS = {"method", "lambda", "density", "keys"}
-EVAL_KEYS = {"protocol", "seeds", "steps", "guidance", "classifier", "every", "at", "cra_scope"}
+EVAL_KEYS = {"protocol", "seeds", "seed_shift", "steps", "guidance", "classifier", "every", "at",
+             "cra_scope"}
 BASIS_KEYS = {"top_m", "vocab", "aux_max_sim", "min_sim", "kind"}
 
 
@@ -137,6 +138,8 @@ def _eval_section(raw: dict, path: str) -> dict:
                              f"distinct names from {', '.join(PROTOCOLS)}, got {proto!r}")
     elif proto is not None:
         _typed(proto, str, "eval.protocol", path)
+    if "seed_shift" in ev:
+        _typed(ev["seed_shift"], int, "eval.seed_shift", path)
     at = ev.get("at")
     if at is not None and (not isinstance(at, list) or not all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in at)):

@@ -27,8 +27,10 @@ class RequestOptions:
     method: str = opt("conabl", "Objective.", str, choices=tuple(ERASE_OBJECTIVES))
     preset: str = opt("none", "A named option set of the base's world, filling every option not "
                       "given (chain: the settings measured for a stream of requests, docs/erase.md "
-                      "'The chain preset'; auto: chain where the world has one — cu run's "
-                      "sequential setting with an empty erase block).", str,
+                      "'The chain preset'; auto: chain where the world has one for the request's "
+                      "kind and every earlier request of the lineage was a chain request of that "
+                      "kind — what cu run's sequential setting uses with an empty erase block).",
+                      str,
                       choices=PRESET_NAMES, neutral="none")
     kind: str | None = opt(None, "Concept kind (inferred on a world base).", str, choices=KINDS,
                            nullable=True)

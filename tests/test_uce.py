@@ -141,3 +141,25 @@ def test_chain_scope_makes_each_state_the_simultaneous_edit_from_the_base(runner
                             "--uce-scope", "chain", "-o", str(tmp_path / "y.safetensors")])
     assert r.exit_code == 2 and "cannot be rebuilt" in r.output and "cat" in r.output, r.output
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
+
+
+def test_concept_weighting_gives_each_concept_the_weight_of_a_request_of_its_own():
+    """uce_weighting concept: w_e = N / N_c(e), so each concept's columns sum to N (the solve's
+    s/N then gives each concept s); one concept, or column weighting: no reweighting."""
+    from cu_cli.erase.objectives.uce import _column_weights
+
+    w = _column_weights([0, 0, 0, 1], "concept") ** 2
+    assert torch.allclose(w, torch.tensor([4 / 3, 4 / 3, 4 / 3, 4.0]))
+    assert torch.isclose(w[:3].sum(), w[3:].sum())
+    assert torch.allclose(_column_weights([0, 0, 0], "concept"), torch.ones(3))
+    assert _column_weights([0, 0, 1], "column") is None
+    # weighted solve == the solve on duplicated columns (concept 1's single column counted 3x)
+    W, C, V = toy(n=4)
+    sw = _column_weights([0, 0, 0, 1], "concept")
+    a, _ = solve_update(W, C * sw.double(), V * sw.double(), None, lam=0.3)
+    dup = torch.cat([C[:, :3], C[:, 3:].repeat(1, 3)], 1)
+    b, _ = solve_update(W, dup, torch.cat([V[:, :3], V[:, 3:].repeat(1, 3)], 1), None, lam=0.3)
+    assert not torch.allclose(a, b)  # per column: 1/3, 1/3, 1/3, 1 vs 1/6 ... and 3/6
+    c, _ = solve_update(W, dup, torch.cat([V[:, :3], V[:, 3:].repeat(1, 3)], 1), None, lam=0.3,
+                        scale=2.0)
+    assert torch.allclose(a, c, atol=1e-8)

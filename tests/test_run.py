@@ -239,3 +239,6 @@ def test_seed_shift_moves_every_protocol_seed_and_is_checked(tmp_path):
     path.write_text("base: minicanvas\nsequence: minicanvas-style\neval: {seed_shift: many}\n")
     with pytest.raises(UsageError, match="seed_shift must be an integer"):
         load_study(str(path))
+    path.write_text("base: minicanvas\nsequence: minicanvas-style\neval: {seed_shift: -5}\n")
+    with pytest.raises(UsageError, match="seed_shift must be >= 0"):
+        load_study(str(path))

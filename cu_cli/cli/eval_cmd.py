@@ -34,7 +34,7 @@ def eval_command(
                                               min=1)] = None,
     seed_shift: Annotated[int, typer.Option(
         "--seed-shift", help="Add N to every protocol seed: the same grid on seeds the protocol "
-                             "never used (a held-out check; 0 = the protocol's).")] = 0,
+                             "never used (a held-out check; 0 = the protocol's).", min=0)] = 0,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampler steps.", min=1)] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="CFG scale.",
                                                    callback=finite)] = None,

@@ -138,8 +138,8 @@ def _eval_section(raw: dict, path: str) -> dict:
                              f"distinct names from {', '.join(PROTOCOLS)}, got {proto!r}")
     elif proto is not None:
         _typed(proto, str, "eval.protocol", path)
-    if "seed_shift" in ev:
-        _typed(ev["seed_shift"], int, "eval.seed_shift", path)
+    if "seed_shift" in ev and (_typed(ev["seed_shift"], int, "eval.seed_shift", path) or 0) < 0:
+        raise UsageError(f"{path}: eval.seed_shift must be >= 0, got {ev['seed_shift']!r}")
     at = ev.get("at")
     if at is not None and (not isinstance(at, list) or not all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in at)):

@@ -1,0 +1,60 @@
+"""Per-request wall time of a 12-request MiniCanvas style chain with the chain preset (issue 19:
+≤ 30 s per request on 2 cores): each request is its own `cu erase --preset chain --from PREV`
+process (Python start, base load, lineage rebuild, text encoding, solve, write). Request k solves
+every style erased so far (docs/erase.md, "The chain preset"), so the erase set grows with k.
+Writes docs/benchmarks-chain.md. Run on an otherwise idle machine:
+
+    python benchmarks/bench_chain.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> None:
+    sys.path.insert(0, ROOT)
+    from cu_cli.evaluate.protocols import get_protocol
+
+    order = list(get_protocol("minicanvas-style").erase_order)
+    rows, prev = [], None
+    with tempfile.TemporaryDirectory() as d:
+        for k, style in enumerate(order, 1):
+            out = os.path.join(d, f"{k:02d}.safetensors")
+            src = ["--from", prev] if prev else []
+            t = time.time()
+            subprocess.run([sys.executable, "-m", "cu_cli", "erase", *src, "--concept", style,
+                            "--preset", "chain", "--seed", "42", "-q", "-o", out], check=True)
+            wall = time.time() - t
+            info = json.loads(subprocess.run([sys.executable, "-m", "cu_cli", "inspect", out,
+                                              "--json"], capture_output=True, text=True,
+                                             check=True).stdout)
+            m = info["lineage"][-1]["measured"]
+            rows.append((k, style, wall, m["loop_seconds"], m["uce"]["erase_tokens"],
+                         len(m["uce"]["concepts_solved"])))
+            prev = out
+    lines = ["# A 12-request style chain with `--preset chain` on MiniCanvas: speed", "",
+             "Made by `python benchmarks/bench_chain.py` (2 CPU cores, idle machine). *command* = "
+             "the whole `cu erase --preset chain --from PREV` process, Python start and base load "
+             "included; *solve* = the closed-form edit (lineage `measured.loop_seconds`); request "
+             "k solves all k styles erased so far.", "",
+             "| k | style | command s | solve s | erase tokens | styles solved |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {s} | {w:.1f} | {l:.2f} | {n} | {c} |" for k, s, w, l, n, c in rows]
+    walls = [r[2] for r in rows]
+    lines += ["", f"Mean {sum(walls) / len(walls):.1f} s, max {max(walls):.1f} s per request. "
+              "Target (issue 19): ≤ 30 s per request."]
+    with open(os.path.join(ROOT, "docs", "benchmarks-chain.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

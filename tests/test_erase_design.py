@@ -354,10 +354,10 @@ def test_pairs_naming_an_erased_concept_are_left_out(tiny_sd1, tmp_path):
 
 
 def test_earlier_prompts_naming_the_requests_own_concept_are_not_held():
-    """kv_metric._own_free: an earlier request's "a bolt in neon stripes style" is the current
+    """lineage_pairs.own_free: an earlier request's "a bolt in neon stripes style" is the current
     "bolt" request's own target — the chain's anchor and erased holds must not keep it."""
     from cu_cli.erase.prompts import PromptPairs
-    from cu_cli.erase.regularizers.kv_metric import _own_free
+    from cu_cli.erase.lineage_pairs import own_free as _own_free
 
     targets = ["a bolt in neon stripes style", "a cat in neon stripes style"]
     earlier = [PromptPairs("neon stripes", "style", "", ["a bolt", "a cat"], targets, targets),

@@ -221,7 +221,7 @@ def test_anchor_scope_chain_rebuilds_the_earlier_requests_anchor_prompts():
     import json
     from types import SimpleNamespace
 
-    from cu_cli.erase.regularizers.kv_metric import _lineage_pairs
+    from cu_cli.erase.lineage_pairs import lineage_pairs as _lineage_pairs
     from cu_cli.world.registry import get_world
 
     world = get_world("minicanvas")

@@ -51,7 +51,7 @@ class WorldEntry:
     doc: str
     module: str  # imported on first use (numpy/PIL)
     erase_defaults: dict  # method | "*" -> {option: value}
-    erase_presets: dict  # preset name -> {option: value} (erase/presets.py)
+    erase_presets: dict  # preset name -> {kind | "*" -> {option: value}} (erase/presets.py)
 
     def load(self) -> World:
         return importlib.import_module(self.module).load_world()

@@ -178,16 +178,16 @@ class UCE(Objective):
             protected.append(by_name["projection"].protected.cpu().double())
         Q = complement(torch.cat(protected, dim=1)) if protected else None
         conds, resid = [], []
+        sw = self.sqrt_w  # weighted least squares (uce_weighting concept): scale C and V by √w
+        Cw = self.C if sw is None else self.C * sw
         with torch.no_grad():
             for k in kv_keys(ctx.trainable):
                 W0 = ref[k].float().cpu()
                 Wa = anchor_ref[k].float().cpu()
                 V = Wa @ (self.A - cfg.uce_eta * (self.C - self.A))
                 pull = _pull(quads, k, W0)
-                C, Vw = self.C, V
-                if self.sqrt_w is not None:  # weighted least squares: scale both by √w
-                    C, Vw = self.C * self.sqrt_w, V * self.sqrt_w
-                dW, cond = solve_update(W0, C, Vw, M, cfg.uce_lambda, cfg.erase_scale, Q, pull)
+                Vw = V if sw is None else V * sw
+                dW, cond = solve_update(W0, Cw, Vw, M, cfg.uce_lambda, cfg.erase_scale, Q, pull)
                 W = W0 + dW
                 ctx.trainable[k].copy_(W.to(ctx.trainable[k].device))
                 conds.append(cond)

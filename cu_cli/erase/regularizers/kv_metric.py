@@ -61,10 +61,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cu_cli._util.log import get_logger
-from cu_cli.erase.lineage_pairs import erased_before as _erased_before
-from cu_cli.erase.lineage_pairs import lineage_kinds as _lineage_kinds
-from cu_cli.erase.lineage_pairs import lineage_pairs as _lineage_pairs
-from cu_cli.erase.lineage_pairs import own_free as _own_free
+from cu_cli.erase.lineage_pairs import erased_before, lineage_kinds, lineage_pairs, own_free
 from cu_cli.erase.optfield import opt
 from cu_cli.erase.regularizers import Quadratic, Regularizer
 
@@ -152,7 +149,7 @@ class KVMetric(Regularizer):
             return cfg
         if cfg.kind == "object" and (cfg.anchor_weight or cfg.erased_weight):
             return replace(cfg, anchor_scope="chain")
-        if cfg.erased_weight and "object" in _lineage_kinds(parent):
+        if cfg.erased_weight and "object" in lineage_kinds(parent):
             return replace(cfg, anchor_scope="request", anchor_weight=0.0,
                            erased_kinds="object")
         return replace(cfg, anchor_scope="request", anchor_weight=0.0, erased_weight=0.0)
@@ -176,14 +173,14 @@ class KVMetric(Regularizer):
                         "attn2.to_k/to_v weight trains)", ctx.cfg.params)
             return
         cfg = ctx.cfg
-        erased = _erased_before(plan) if cfg.preserve_ref == "base" else []
+        erased = erased_before(plan) if cfg.preserve_ref == "base" else []
         clean, dirty = [], []  # metrics held at the base / at the parent
         chain_anchors = bool(cfg.anchor_weight) and cfg.anchor_scope == "chain"
-        earlier = (_own_free(_lineage_pairs(plan, ctx.world, cfg.match), plan.concepts)
+        earlier = (own_free(lineage_pairs(plan, ctx.world, cfg.match), plan.concepts)
                    if chain_anchors or cfg.erased_weight else [])
         if cfg.anchor_weight:
             extra = [p for pair in earlier for p in pair.anchor_prompts] if chain_anchors else []
-            for M, named in self._anchor_moments(ctx, extra, _erased_before(plan)):
+            for M, named in self._anchor_moments(ctx, extra, erased_before(plan)):
                 (dirty if named else clean).append(cfg.anchor_weight * M)
         if cfg.word_weight:
             M_w = self._word_moment(ctx, plan)
@@ -302,7 +299,7 @@ class KVMetric(Regularizer):
         from cu_cli.erase.prompts import word_prompts
         from cu_cli.ops.preserve import second_moment
 
-        prompts = word_prompts(ctx.pairs, plan.concepts + _erased_before(plan), ctx.cfg.match)
+        prompts = word_prompts(ctx.pairs, plan.concepts + erased_before(plan), ctx.cfg.match)
         self.info["word_prompts"] = len(prompts)
         if not prompts:
             log.warning("--word-weight: no concept of this request has two words; the word "
@@ -318,7 +315,7 @@ class KVMetric(Regularizer):
         if ctx.world is None:
             raise UsageError("--keep-weight holds a world's vocabulary: it needs a built-in "
                              "world base (MiniCanvas); on another base use --preserve FILE")
-        prompts = ctx.world.keep_prompts(ctx.cfg.kind, _erased_before(plan) + plan.concepts)
+        prompts = ctx.world.keep_prompts(ctx.cfg.kind, erased_before(plan) + plan.concepts)
         self.info["keep_prompts"] = len(prompts)
         if not prompts:
             log.warning("--keep-weight: the chain has erased the whole vocabulary of its kind; "

@@ -163,3 +163,41 @@ def test_concept_weighting_gives_each_concept_the_weight_of_a_request_of_its_own
     c, _ = solve_update(W, dup, torch.cat([V[:, :3], V[:, 3:].repeat(1, 3)], 1), None, lam=0.3,
                         scale=2.0)
     assert torch.allclose(a, c, atol=1e-8)
+
+
+def test_balanced_weights_keep_the_total_and_equalise_what_is_left_of_each_edit():
+    """ops/balance.py: IRLS toward equal residual fractions ρ_c; Σ_c N_c w_c stays N, and the
+    concept the column weighting leaves least erased gets more weight each round."""
+    from cu_cli.ops.balance import W_MAX, rebalance
+
+    counts = torch.tensor([3, 1])
+    w = rebalance(torch.ones(2), torch.tensor([0.2, 0.6]), counts)
+    assert torch.isclose((counts * w).sum(), torch.tensor(4.0, dtype=torch.float64))
+    assert w[1] > 1 > w[0]
+    assert torch.allclose(rebalance(torch.ones(2), torch.tensor([0.3, 0.3]), counts),
+                          torch.ones(2, dtype=torch.float64))
+    assert rebalance(torch.ones(2), torch.tensor([1e-9, 1.0]), torch.tensor([1, 1])).max() <= W_MAX
+    # on a toy two-concept edit with a preserve metric, rounds of rebalancing narrow the spread
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    C = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    C[:, 2:] = C[:, :2] * 0.2 + 0.8 * C[:, 2:]
+    V = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    H = C[:, 2:] + 0.05 * torch.randn(6, 2, generator=g, dtype=torch.float64)
+    M = 2.0 * H @ H.T  # a hold that conflicts with concept 1's columns
+    owner = torch.tensor([0, 0, 1, 1])
+    before = torch.zeros(2, dtype=torch.float64).index_add_(0, owner, ((W @ C - V) ** 2).sum(0))
+
+    def fractions(weights):
+        sw = weights.sqrt()[owner]
+        dW, _ = solve_update(W, C * sw, V * sw, M, lam=0.1)
+        r = (((W + dW) @ C - V) ** 2).sum(0)
+        return torch.zeros(2, dtype=torch.float64).index_add_(0, owner, r) / before
+
+    weights = torch.ones(2, dtype=torch.float64)
+    rho0 = fractions(weights)
+    for _ in range(6):
+        weights = rebalance(weights, fractions(weights), torch.tensor([2, 2]))
+    rho = fractions(weights)
+    assert (rho.max() - rho.min()) < 0.5 * (rho0.max() - rho0.min())
+    assert rho.max() < rho0.max()

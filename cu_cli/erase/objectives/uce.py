@@ -67,11 +67,13 @@ class Options:
                                 "--preserve-ref base; a cu extension).", str,
                                 choices=("request", "chain"), neutral="request")
     uce_weighting: str | None = opt(None, "UCE: how the erase term weighs its token columns — "
-                                    "column (each column s/N: k concepts share s, cu's UCE) or "
+                                    "column (each column s/N: k concepts share s, cu's UCE), "
                                     "concept (each concept's columns weigh s in total, as in a "
                                     "request of its own: a chain-scope edit of k concepts does not "
-                                    "dilute each by 1/k; a cu extension).", str,
-                                    choices=("column", "concept"), neutral="column")
+                                    "dilute each by 1/k) or balanced (the total stays s, moved "
+                                    "toward the concepts the solve leaves least erased; "
+                                    "ops/balance.py; both cu extensions).", str,
+                                    choices=("column", "concept", "balanced"), neutral="column")
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
 
@@ -96,6 +98,13 @@ def _column_weights(owner: list[int], weighting: str):
     ids = torch.tensor(owner)
     counts = torch.bincount(ids).double()
     return torch.sqrt(len(owner) / counts[ids]).float()
+
+
+def _by_concept(col_values, owner, n: int):
+    """Σ of a per-column value over each concept's columns (float64, length n)."""
+    import torch
+
+    return torch.zeros(n, dtype=torch.float64).index_add_(0, owner, col_values.double())
 
 
 class UCE(Objective):
@@ -154,6 +163,7 @@ class UCE(Objective):
                 owner += [n] * len(jt)
         self.C = torch.cat(cols_c).T.contiguous().cpu()  # [d, N]
         self.A = torch.cat(cols_a).T.contiguous().cpu()
+        self.owner = torch.tensor(owner, dtype=torch.long)
         self.sqrt_w = _column_weights(owner, ctx.cfg.uce_weighting)
         self.align_info = {"align": ctx.cfg.uce_align, "prompts_without_concept": missing,
                            "scope": ctx.cfg.uce_scope,
@@ -163,6 +173,7 @@ class UCE(Objective):
         import torch
 
         from cu_cli.erase.engine import kv_keys
+        from cu_cli.ops.balance import BALANCE_ROUNDS, rebalance
         from cu_cli.ops.closed_form import complement, protected_directions, solve_update
 
         cfg = ctx.cfg
@@ -177,29 +188,53 @@ class UCE(Objective):
         if "projection" in by_name:
             protected.append(by_name["projection"].protected.cpu().double())
         Q = complement(torch.cat(protected, dim=1)) if protected else None
-        conds, resid = [], []
-        sw = self.sqrt_w  # weighted least squares (uce_weighting concept): scale C and V by √w
-        Cw = self.C if sw is None else self.C * sw
-        with torch.no_grad():
-            for k in kv_keys(ctx.trainable):
-                W0 = ref[k].float().cpu()
-                Wa = anchor_ref[k].float().cpu()
-                V = Wa @ (self.A - cfg.uce_eta * (self.C - self.A))
-                pull = _pull(quads, k, W0)
+        owner = self.owner
+        n_concepts = int(owner.max()) + 1 if owner.numel() else 0
+        keys = list(kv_keys(ctx.trainable))
+        systems = []  # per key: W_ref, V, pull (fixed across balancing rounds)
+        before = torch.zeros(n_concepts, dtype=torch.float64)
+        for k in keys:
+            W0 = ref[k].float().cpu()
+            V = anchor_ref[k].float().cpu() @ (self.A - cfg.uce_eta * (self.C - self.A))
+            systems.append((W0, V, _pull(quads, k, W0)))
+            before += _by_concept(((W0 @ self.C - V) ** 2).sum(0), owner, n_concepts)
+
+        def solve_all(sw):
+            Cw = self.C if sw is None else self.C * sw
+            out, conds, after = [], [], torch.zeros(n_concepts, dtype=torch.float64)
+            for W0, V, pull in systems:
                 Vw = V if sw is None else V * sw
                 dW, cond = solve_update(W0, Cw, Vw, M, cfg.uce_lambda, cfg.erase_scale, Q, pull)
                 W = W0 + dW
-                ctx.trainable[k].copy_(W.to(ctx.trainable[k].device))
+                out.append(W)
                 conds.append(cond)
-                resid.append(float(((W @ self.C - V) ** 2).sum(0).mean()))
+                after += _by_concept(((W @ self.C - V) ** 2).sum(0), owner, n_concepts)
+            return out, conds, after
+
+        with torch.no_grad():
+            sw = self.sqrt_w  # weighted least squares: scale C and V by √w
+            Ws, conds, after = solve_all(sw)
+            weights = torch.ones(n_concepts, dtype=torch.float64)
+            if cfg.uce_weighting == "balanced" and n_concepts > 1:
+                for _ in range(BALANCE_ROUNDS):
+                    weights = rebalance(weights, after / before.clamp_min(1e-30),
+                                        torch.bincount(owner, minlength=n_concepts))
+                    sw = weights.sqrt().float()[owner]
+                    Ws, conds, after = solve_all(sw)
+            for k, W in zip(keys, Ws):
+                ctx.trainable[k].copy_(W.to(ctx.trainable[k].device))
+        frac = (after / before.clamp_min(1e-30)).tolist()
+        names = self.align_info["concepts_solved"]
         self.info = {"erase_tokens": int(self.C.shape[1]), **self.align_info,
                      "lambda": cfg.uce_lambda,
                      "eta": cfg.uce_eta, "anchor": cfg.uce_anchor,
                      "erase_scale": cfg.erase_scale, "weighting": cfg.uce_weighting,
+                     "residual_fraction": {c: round(f, 4) for c, f in zip(names, frac)},
+                     "concept_weight": {c: round(float(w), 4) for c, w in zip(names, weights)},
                      "preserve_metric": M is not None,
                      "free_dims": None if Q is None else int(Q.shape[1]),
                      "cond_max": max(conds), "cond_mean": sum(conds) / len(conds)}
-        return sum(resid) / len(resid)
+        return float(after.sum()) / max(len(keys), 1) / max(int(self.C.shape[1]), 1)
 
     def measured(self) -> dict:
         return {"uce": self.info}

@@ -77,7 +77,8 @@ def test_cu_erase_uce_on_the_tiny_pipeline(runner, tmp_path, family, request):
     assert open_checkpoint(str(tmp_path / "u2.safetensors")).payload_sha256 == \
         open_checkpoint(str(out)).payload_sha256
     for bad, msg in ((["--l2", "5"], "--uce-lambda"), (["--uce-nullspace"], "preserved states"),
-                     (["--params", "xattn"], "kv-xattn")):
+                     (["--params", "xattn"], "kv-xattn"),
+                     (["--set", "uce_push=contrast"], "vocabulary")):
         r = runner.invoke(app, [*args, *bad, "-o", str(tmp_path / "bad.safetensors")])
         assert r.exit_code == 2 and msg in r.output, r.output
 
@@ -201,3 +202,40 @@ def test_balanced_weights_keep_the_total_and_equalise_what_is_left_of_each_edit(
     rho = fractions(weights)
     assert (rho.max() - rho.min()) < 0.5 * (rho0.max() - rho0.min())
     assert rho.max() < rho0.max()
+
+
+def test_contrast_push_uses_same_length_siblings_and_leaves_shared_positions_unpushed():
+    """erase/contrast.py: c̄ = the mean state of the prompt with the concept replaced by each
+    sibling of its kind; with a causal encoder the positions before the concept equal c̄ (no
+    push), a sibling of another token length is left out, a prompt without the concept has none."""
+    from types import SimpleNamespace
+
+    from cu_cli.erase.contrast import sibling_states, substitute
+
+    assert substitute("a star in neon stripes style", "neon stripes", "ember dots") == \
+        "a star in ember dots style"
+    assert substitute("a starfish in neon style", "star", "moon") is None
+    vocab = {w: i + 2 for i, w in enumerate("a star moon in neon ember ocean deep stripes dots "
+                                             "fade style".split())}
+    L, EOS = 10, 1
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(len(vocab) + 2, 5, generator=g)
+
+    def tokenize(prompts):
+        rows = [[0] + [vocab[w] for w in p.split()] + [EOS] for p in prompts]
+        return torch.tensor([r + [EOS] * (L - len(r)) for r in rows])
+
+    def embed(prompts):
+        return table[tokenize(prompts)].cumsum(1)  # causal: state j sees tokens ≤ j
+
+    world = SimpleNamespace(concepts=lambda kind: ["neon stripes", "ember dots", "ocean fade",
+                                                   "ocean deep dots"])
+    ctx = SimpleNamespace(world=world, pipe=SimpleNamespace(tokenize=tokenize), embed=embed)
+    pair = SimpleNamespace(concept="neon stripes", kind="style")
+    prompts = ["a star in neon stripes style", "a moon in ember dots style"]
+    bar = sibling_states(ctx, pair, prompts, tokenize(prompts).tolist(), EOS)
+    assert bar[1] is None
+    want = embed(["a star in ember dots style", "a star in ocean fade style"]).mean(0)
+    assert torch.allclose(bar[0], want)  # "ocean deep dots" (one token longer) is left out
+    h = embed(prompts[:1])[0]
+    assert torch.allclose(bar[0][:4], h[:4]) and not torch.allclose(bar[0][4:], h[4:])

@@ -120,6 +120,10 @@ class World:
             return [self.caption(o, s) for s in own for o in cross]
         return [self.caption(o, s) for o in own for s in cross]
 
+    def concepts(self, kind: str) -> list[str]:
+        """Every style or every object of the world (its vocabulary of that kind)."""
+        return list(self.styles if kind == "style" else self.objects)
+
     def default_protocol(self, erased: list[str]) -> str:
         """The object protocol when every erased concept is an object, else the style one."""
         from cu_cli._util.text import concept_key

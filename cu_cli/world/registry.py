@@ -12,6 +12,7 @@ the world object (:class:`World`) what it needs:
 - ``keep_prompts(kind, erased)`` — the vocabulary hold of ``--keep-weight``: the concepts of
   that kind not erased, in captions that avoid the evaluation grid;
 - ``default_protocol(erased)`` — the ``cu eval`` protocol for a state;
+- ``concepts(kind)`` — the world's concepts of a kind (its vocabulary: UCE's contrast push);
 - ``basis_vocab`` and ``basis_max_sim`` — the ``cu project-basis`` candidate vocabulary and its
   near-synonym ceiling;
 - the entry's ``erase_defaults`` — measured ``cu erase`` defaults per method (``"*"``: all
@@ -43,6 +44,8 @@ class World(Protocol):
     def keep_prompts(self, kind: str, erased: list[str]) -> list[str]: ...
 
     def default_protocol(self, erased: list[str]) -> str: ...
+
+    def concepts(self, kind: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)

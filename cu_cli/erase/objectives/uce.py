@@ -3,7 +3,9 @@
 
 Erase set: every token position of every target prompt, c_e = its text state, with target
 v*_e = W_ref·c_anchor (``uce_eta`` η > 0: W_ref·(c_anchor − η·(c_e − c_anchor)), past the anchor,
-away from the concept — ConAbl's η in K/V space, a cu extension), the same position of the paired
+away from the concept — ConAbl's η in K/V space, a cu extension; ``uce_push: contrast | both``
+push along c_e − c̄ or c_e − (c_anchor + c̄)/2 instead, c̄ the concept's siblings in the same
+prompt, erase/contrast.py), the same position of the paired
 anchor prompt (for styles the style-free
 caption): if every position's K/V equals the anchor prompt's, the UNet's cross-attention — the
 only place text enters it — sees the anchor prompt, which is ConAbl's objective solved exactly.
@@ -74,6 +76,14 @@ class Options:
                                     "toward the concepts the solve leaves least erased; "
                                     "ops/balance.py; both cu extensions).", str,
                                     choices=("column", "concept", "balanced"), neutral="column")
+    uce_push: str | None = opt(None, "UCE: the direction η pushes each target K/V away from — "
+                               "anchor (c_tgt − c_anc) or contrast (c_tgt − c̄, c̄ the mean state "
+                               "of the same prompt with the concept replaced by each other concept "
+                               "of its kind in the world's vocabulary: what the prompt shares with "
+                               "its siblings, the object of a style caption, is not pushed) or "
+                               "both (c_tgt − (c_anc + c̄)/2, the mean of the two); "
+                               "erase/contrast.py; cu extensions).", str,
+                               choices=("anchor", "contrast", "both"), neutral="anchor")
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
 
@@ -118,7 +128,7 @@ class UCE(Objective):
                     anchor_steps=1, anchor_guidance=1.0, mask_border=0, hflip=False,
                     uce_lambda=0.1, erase_scale=1.0, uce_eta=0.0,
                     uce_align="position", uce_anchor="ref", uce_scope="request",
-                    uce_weighting="column")
+                    uce_weighting="column", uce_push="anchor")
 
     @classmethod
     def check(cls, cfg, regularizers) -> None:
@@ -144,7 +154,14 @@ class UCE(Objective):
         from cu_cli.erase.context_tokens import word_ids
         from cu_cli.erase.token_align import align
 
-        cols_c, cols_a, owner, missing = [], [], [], 0
+        from cu_cli.erase.contrast import sibling_states
+
+        contrast = ctx.cfg.uce_push in ("contrast", "both")
+        if contrast and ctx.world is None:
+            raise UsageError(f"--set uce_push={ctx.cfg.uce_push} takes the concept's siblings "
+                             "from the world's vocabulary; this base has none (use uce_push "
+                             "anchor)")
+        cols_c, cols_a, cols_d, owner, missing, fallback = [], [], [], [], 0, 0
         eos = ctx.pipe.tokenizer.eos_token_id
         pairs = list(ctx.pairs)
         if ctx.cfg.uce_scope == "chain":  # the earlier requests, re-erased from the base
@@ -154,19 +171,31 @@ class UCE(Objective):
             tgt, anc = list(pair.target_prompts), list(pair.anchor_prompts)
             H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
             ids_t, ids_a = ctx.pipe.tokenize(tgt).tolist(), ctx.pipe.tokenize(anc).tolist()
+            bar = (sibling_states(ctx, pair, tgt, ids_t, eos) if contrast
+                   else [None] * len(tgt))
             for i in range(len(tgt)):
                 al = align(ids_t[i], ids_a[i], concept, eos, ctx.cfg.uce_align)
                 missing += not al.concept_found
                 jt = al.keep + [j for j, _ in al.edit]
                 cols_c.append(H_t[i, jt])
                 cols_a.append(torch.cat([H_t[i, al.keep], H_a[i, [a for _, a in al.edit]]]))
+                if contrast and bar[i] is not None:  # kept positions: C = A, no push either way
+                    d = torch.cat([torch.zeros_like(H_t[i, al.keep]),
+                                   H_t[i, [j for j, _ in al.edit]] - bar[i][[j for j, _ in al.edit]]])
+                    both = ctx.cfg.uce_push == "both"
+                    cols_d.append(0.5 * (d + cols_c[-1] - cols_a[-1]) if both else d)
+                else:
+                    fallback += contrast
+                    cols_d.append(cols_c[-1] - cols_a[-1])
                 owner += [n] * len(jt)
         self.C = torch.cat(cols_c).T.contiguous().cpu()  # [d, N]
         self.A = torch.cat(cols_a).T.contiguous().cpu()
+        self.D = torch.cat(cols_d).T.contiguous().cpu()  # the push direction of each column
         self.owner = torch.tensor(owner, dtype=torch.long)
         self.sqrt_w = _column_weights(owner, ctx.cfg.uce_weighting)
         self.align_info = {"align": ctx.cfg.uce_align, "prompts_without_concept": missing,
-                           "scope": ctx.cfg.uce_scope,
+                           "scope": ctx.cfg.uce_scope, "push": ctx.cfg.uce_push,
+                           "push_fallback_prompts": fallback,
                            "concepts_solved": [p.concept for p in pairs]}
 
     def solve(self, ctx, regularizers) -> float:
@@ -195,7 +224,7 @@ class UCE(Objective):
         before = torch.zeros(n_concepts, dtype=torch.float64)
         for k in keys:
             W0 = ref[k].float().cpu()
-            V = anchor_ref[k].float().cpu() @ (self.A - cfg.uce_eta * (self.C - self.A))
+            V = anchor_ref[k].float().cpu() @ (self.A - cfg.uce_eta * self.D)
             systems.append((W0, V, _pull(quads, k, W0)))
             before += _by_concept(((W0 @ self.C - V) ** 2).sum(0), owner, n_concepts)
 

@@ -45,6 +45,9 @@ ERASE_PRESETS = {
             preserve_weight=2.0,  # ... at this weight
             keep_weight=2.0,  # the styles not erased, held at the base's K/V
             uce_anchor="base",  # the anchor's K/V (the targets' v*) from the base
+            uce_eta=0.35,  # push past the anchor ...
+            uce_push="both",  # ... away from the anchor and the style's siblings (erase/contrast.py)
+            uce_weighting="balanced",  # erase weight toward the least-erased styles (ops/balance.py)
         ),
         "object": {},  # ConAbl with the anchor and erased holds (ERASE_DEFAULTS): measured best
     },

@@ -179,13 +179,13 @@ class UCE(Objective):
                 jt = al.keep + [j for j, _ in al.edit]
                 cols_c.append(H_t[i, jt])
                 cols_a.append(torch.cat([H_t[i, al.keep], H_a[i, [a for _, a in al.edit]]]))
-                if contrast and bar[i] is not None:  # kept positions: C = A, no push either way
-                    d = torch.cat([torch.zeros_like(H_t[i, al.keep]),
-                                   H_t[i, [j for j, _ in al.edit]] - bar[i][[j for j, _ in al.edit]]])
-                    both = ctx.cfg.uce_push == "both"
+                if contrast and bar[i] is not None:  # kept positions: C = A, no push
+                    je = [j for j, _ in al.edit]
+                    d = torch.cat([torch.zeros_like(H_t[i, al.keep]), H_t[i, je] - bar[i][je]])
+                    both = ctx.cfg.uce_push == "both"  # (the recorded states' float order)
                     cols_d.append(0.5 * (d + cols_c[-1] - cols_a[-1]) if both else d)
-                else:
-                    fallback += contrast
+                else:  # uce_push anchor, or no sibling of this prompt's length
+                    fallback += 1 if contrast else 0
                     cols_d.append(cols_c[-1] - cols_a[-1])
                 owner += [n] * len(jt)
         self.C = torch.cat(cols_c).T.contiguous().cpu()  # [d, N]

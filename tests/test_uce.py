@@ -239,3 +239,21 @@ def test_contrast_push_uses_same_length_siblings_and_leaves_shared_positions_unp
     assert torch.allclose(bar[0], want)  # "ocean deep dots" (one token longer) is left out
     h = embed(prompts[:1])[0]
     assert torch.allclose(bar[0][:4], h[:4]) and not torch.allclose(bar[0][4:], h[4:])
+
+
+def test_minicanvas_chain_preset_pushes_away_from_sibling_styles(runner, tmp_path):
+    """The MiniCanvas style chain preset uses uce_push both: every target prompt finds siblings
+    (no fallback to the anchor push), the lineage records it, and the state differs from the
+    anchor push's."""
+    from cu_cli.cli.app import app
+    from cu_cli.ckpt.checkpoint import open_checkpoint
+
+    args = ["erase", "--preset", "chain", "--concept", "neon stripes", "-q", "--seed", "0"]
+    both, anchor = tmp_path / "both.safetensors", tmp_path / "anchor.safetensors"
+    r = runner.invoke(app, [*args, "-o", str(both)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*args, "--set", "uce_push=anchor", "-o", str(anchor)])
+    assert r.exit_code == 0, r.output
+    u = open_checkpoint(str(both)).json("cu.lineage")[-1]["measured"]["uce"]
+    assert u["push"] == "both" and u["push_fallback_prompts"] == 0 and u["weighting"] == "balanced"
+    assert open_checkpoint(str(both)).payload_sha256 != open_checkpoint(str(anchor)).payload_sha256

@@ -210,11 +210,12 @@ def test_contrast_push_uses_same_length_siblings_and_leaves_shared_positions_unp
     push), a sibling of another token length is left out, a prompt without the concept has none."""
     from types import SimpleNamespace
 
-    from cu_cli.erase.contrast import sibling_states, substitute
+    from cu_cli.erase.contrast import sibling_states
+    from cu_cli.erase.prompts import replace_word
 
-    assert substitute("a star in neon stripes style", "neon stripes", "ember dots") == \
-        "a star in ember dots style"
-    assert substitute("a starfish in neon style", "star", "moon") is None
+    assert replace_word("a star in neon stripes style", "neon stripes", "ember dots") == \
+        ("a star in ember dots style", True)
+    assert not replace_word("a starfish in neon style", "star", "moon")[1]
     vocab = {w: i + 2 for i, w in enumerate("a star moon in neon ember ocean deep stripes dots "
                                              "fade style".split())}
     L, EOS = 10, 1
@@ -230,7 +231,8 @@ def test_contrast_push_uses_same_length_siblings_and_leaves_shared_positions_unp
 
     world = SimpleNamespace(concepts=lambda kind: ["neon stripes", "ember dots", "ocean fade",
                                                    "ocean deep dots"])
-    ctx = SimpleNamespace(world=world, pipe=SimpleNamespace(tokenize=tokenize), embed=embed)
+    ctx = SimpleNamespace(world=world, pipe=SimpleNamespace(tokenize=tokenize), embed=embed,
+                          cfg=SimpleNamespace(match="word"))
     pair = SimpleNamespace(concept="neon stripes", kind="style")
     prompts = ["a star in neon stripes style", "a moon in ember dots style"]
     bar = sibling_states(ctx, pair, prompts, tokenize(prompts).tolist(), EOS)

@@ -22,25 +22,18 @@ positions must line up); a prompt with none keeps the anchor push (counted in th
 
 from __future__ import annotations
 
-import re
-
+from cu_cli.erase.prompts import replace_word
 from cu_cli.erase.token_align import eos_index
 
 
-def substitute(prompt: str, concept: str, other: str) -> str | None:
-    """``prompt`` with the whole-word occurrences of ``concept`` replaced by ``other`` (None when
-    the concept is not in it)."""
-    pat = re.compile(r"(?<!\w)" + re.escape(concept) + r"(?!\w)")
-    out, n = pat.subn(other, prompt)
-    return out if n else None
-
-
 def sibling_states(ctx, pair, prompts: list[str], ids: list[list[int]], eos_id: int) -> list:
-    """Per target prompt, the mean per-token state [L, d] of its sibling prompts (or None)."""
+    """Per target prompt, the mean per-token state [L, d] of its sibling prompts (or None): the
+    concept replaced as ``--match`` finds it (``prompts.replace_word``)."""
     siblings = [c for c in ctx.world.concepts(pair.kind) if c != pair.concept]
     out = []
     for prompt, row in zip(prompts, ids):
-        alts = [q for q in (substitute(prompt, pair.concept, s) for s in siblings) if q]
+        subs = (replace_word(prompt, pair.concept, s, ctx.cfg.match) for s in siblings)
+        alts = [q for q, found in subs if found]
         if alts:
             rows = ctx.pipe.tokenize(alts).tolist()
             e = eos_index(row, eos_id)

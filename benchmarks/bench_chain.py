@@ -1,9 +1,9 @@
-"""Per-request wall time of a 12-request MiniCanvas style chain with the chain preset (issue 19:
+"""Per-request wall time of a 12-request MiniCanvas chain with the chain preset (issue 19:
 ≤ 30 s per request on 2 cores): each request is its own `cu erase --preset chain --from PREV`
 process (Python start, base load, lineage rebuild, text encoding, solve, write). Request k solves
-every style erased so far (docs/erase.md, "The chain preset"), so the erase set grows with k.
-Writes docs/benchmarks-chain.md (``--kind object``: the object chain, whose preset is the object
-defaults, docs/benchmarks-chain-objects.md). Run on an otherwise idle machine:
+every concept erased so far (docs/erase.md, "The chain preset": UCE in chain scope for both
+kinds), so the erase set grows with k. Writes docs/benchmarks-chain.md (styles) or, with
+``--kind object``, docs/benchmarks-chain-objects.md. Run on an otherwise idle machine:
 
     python benchmarks/bench_chain.py [--kind object]
 """
@@ -43,36 +43,21 @@ def main() -> None:
                                               "--json"], capture_output=True, text=True,
                                              check=True, env=env).stdout)
             m = info["lineage"][-1]["measured"]
-            if kind == "style":
-                rows.append((k, concept, wall, m["loop_seconds"], m["uce"]["erase_tokens"],
-                             len(m["uce"]["concepts_solved"])))
-            else:
-                rows.append((k, concept, wall, m["loop_seconds"]))
+            rows.append((k, concept, wall, m["loop_seconds"], m["uce"]["erase_tokens"],
+                         len(m["uce"]["concepts_solved"])))
             prev = out
     walls = [r[2] for r in rows]
     summary = ["", f"Mean {sum(walls) / len(walls):.1f} s, max {max(walls):.1f} s per request. "
                "Target (issue 19): ≤ 30 s per request."]
-    if kind == "style":
-        lines = ["# A 12-request style chain with `--preset chain` on MiniCanvas: speed", "",
-                 "Made by `python benchmarks/bench_chain.py` (2 CPU cores, idle machine). "
-                 "*command* = the whole `cu erase --preset chain --from PREV` process, Python start "
-                 "and base load included; *solve* = the closed-form edit (lineage "
-                 "`measured.loop_seconds`); request k solves all k styles erased so far.", "",
-                 "| k | style | command s | solve s | erase tokens | styles solved |",
-                 "|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {s} | {w:.1f} | {l:.2f} | {n} | {c} |" for k, s, w, l, n, c in rows]
-        name = "benchmarks-chain.md"
-    else:
-        lines = ["# A 12-request object chain with `--preset chain` on MiniCanvas: speed", "",
-                 "Made by `python benchmarks/bench_chain.py --kind object` (2 CPU cores, idle "
-                 "machine). The object preset is the MiniCanvas object defaults (ConAbl, 120 "
-                 "steps, with the anchor and erased holds). *command* = the whole `cu erase "
-                 "--preset chain --from PREV` process, Python start, base load and (request 1, "
-                 "cold cache) the 128 anchor images included; *loop* = the training loop "
-                 "(lineage `measured.loop_seconds`).", "",
-                 "| k | object | command s | loop s |", "|---|---|---|---|"]
-        lines += [f"| {k} | {s} | {w:.1f} | {l:.1f} |" for k, s, w, l in rows]
-        name = "benchmarks-chain-objects.md"
+    lines = [f"# A 12-request {kind} chain with `--preset chain` on MiniCanvas: speed", "",
+             f"Made by `python benchmarks/bench_chain.py{'' if kind == 'style' else ' --kind object'}` "
+             "(2 CPU cores, idle machine). *command* = the whole `cu erase --preset chain --from "
+             "PREV` process, Python start and base load included; *solve* = the closed-form edit "
+             f"(lineage `measured.loop_seconds`); request k solves all k {kind}s erased so far.",
+             "", f"| k | {kind} | command s | solve s | erase tokens | {kind}s solved |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {s} | {w:.1f} | {l:.2f} | {n} | {c} |" for k, s, w, l, n, c in rows]
+    name = "benchmarks-chain.md" if kind == "style" else "benchmarks-chain-objects.md"
     lines += summary
     with open(os.path.join(ROOT, "docs", name), "w") as f:
         f.write("\n".join(lines) + "\n")

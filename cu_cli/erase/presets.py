@@ -11,9 +11,9 @@ single-request defaults are also its chain settings (measured so).
 
 - ``none`` — no preset (the declared default).
 - ``chain`` — the settings for a stream of requests (docs/erase.md, "The chain preset"); on
-  MiniCanvas, for styles, the closed-form UCE edit in chain scope (state k is the simultaneous
-  edit of the chain's k concepts from the root base) with the vocabulary hold (a cu extension,
-  issue 19).
+  MiniCanvas, for styles and for objects (each kind with its own measured push), the
+  closed-form UCE edit in chain scope (state k is the simultaneous edit of the chain's k concepts
+  from the root base) with the vocabulary hold (a cu extension, issue 19).
 - ``auto`` — ``chain`` where the base's world declares it for the request's kind and every earlier
   erase request of the parent's lineage was a ``chain`` request of the same kind; ``none``
   otherwise (a chain that mixes kinds or methods keeps the defaults from its first switch). What

@@ -33,8 +33,8 @@ ERASE_DEFAULTS = {
 }
 
 # ``--preset`` option sets per concept kind (erase/presets.py). ``chain``: a stream of requests,
-# measured by the studies minicanvas-styles-uce-chain and minicanvas-objects-best (docs/results.md,
-# docs/erase.md "The chain preset").
+# measured by the studies minicanvas-styles-uce-chain and minicanvas-objects-uce-chain
+# (docs/results.md, docs/erase.md "The chain preset").
 ERASE_PRESETS = {
     "chain": {
         "style": dict(
@@ -49,6 +49,15 @@ ERASE_PRESETS = {
             uce_push="both",  # ... away from the anchor and the style's siblings (erase/contrast.py)
             uce_weighting="balanced",  # erase weight toward the least-erased styles (ops/balance.py)
         ),
-        "object": {},  # ConAbl with the anchor and erased holds (ERASE_DEFAULTS): measured best
+        "object": dict(
+            method="uce",
+            uce_scope="chain",  # state k = the simultaneous UCE edit of the chain's k objects
+            reg_ref="base",
+            preserve_ref="base",
+            preserve_weight=2.0,
+            keep_weight=2.0,  # the objects not erased, held at the base's K/V
+            uce_anchor="base",
+            uce_eta=1.0,  # push past the anchor object (c_tgt − c_anc; anchor push, column weights)
+        ),
     },
 }

@@ -52,12 +52,12 @@ def test_minicanvas_chain_preset_resolves_to_the_measured_chain_settings(tmp_pat
     for k, v in ERASE_PRESETS["chain"]["style"].items():
         assert getattr(p.config, k) == v, k
     assert _plan("minicanvas", tmp_path, {"preset": "auto"}).key() == p.key()
-    # an object request gets the object chain settings (UCE chain scope, anchor push η 1.0)
+    # an object request gets the object chain settings (UCE chain scope, contrast push η 1.0)
     o = _plan("minicanvas", tmp_path, {"preset": "chain"}, concepts=["arrow"])
     assert o.config.preset == "chain" and o.config.kind == "object"
     for k, v in ERASE_PRESETS["chain"]["object"].items():
         assert getattr(o.config, k) == v, k
-    assert o.config.uce_push in (None, "anchor") and o.config.uce_weighting in (None, "column")
+    assert o.config.uce_weighting in (None, "column")
     assert o.key() != p.key()
     mine = _plan("minicanvas", tmp_path, {"preset": "chain", "keep_weight": 5})
     assert mine.config.keep_weight == 5.0 and mine.key() != p.key()

@@ -57,7 +57,8 @@ ERASE_PRESETS = {
             preserve_weight=2.0,
             keep_weight=2.0,  # the objects not erased, held at the base's K/V
             uce_anchor="base",
-            uce_eta=1.0,  # push past the anchor object (c_tgt − c_anc; anchor push, column weights)
+            uce_eta=1.0,  # push past the anchor object ...
+            uce_push="contrast",  # ... away from its sibling objects (c_tgt − c̄)
         ),
     },
 }

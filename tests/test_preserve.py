@@ -214,6 +214,50 @@ def test_anchor_weight_holds_the_anchor_prompts_at_the_root_base():
     assert float(kv.terms({key: base_w})[0]) == 0.0
 
 
+def test_keep_hold_in_a_mixed_chain_also_holds_the_other_kinds_vocabulary():
+    """In a chain whose lineage erased objects, a style request's vocabulary hold is the styles'
+    keep prompts plus the objects' (each without what the chain erased), recorded as keep_kinds;
+    a single-kind lineage keeps the request kind's prompts only."""
+    import json
+    from types import SimpleNamespace
+
+    from cu_cli.erase.prompts import build_pairs
+    from cu_cli.erase.regularizers.kv_metric import KVMetric
+
+    world = load_world()
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
+                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
+                          erased_weight=0.0, word_weight=0.0, keep_weight=3.0, kind="style",
+                          match="word", params="xattn-kv")
+
+    def run(kinds):
+        lineage = [{"op": "erase", "concepts": ["arrow"], "measured": {"kinds": kinds}}]
+        meta = {"cu.erased": ["arrow"], "cu.lineage": lineage}
+        header = SimpleNamespace(json=lambda k, d=None: json.loads(json.dumps(meta.get(k, d))))
+        plan = SimpleNamespace(parent_header=header, concepts=["ember dots"])
+        ctx = SimpleNamespace(cfg=cfg, pairs=[build_pairs("ember dots", "style", None, world,
+                                                          seed=0)], world=world,
+                              trainable={key: torch.nn.Parameter(w.clone())},
+                              parent_values={key: w.clone()}, base_values=lambda: {key: w.clone()},
+                              pipe=SimpleNamespace(encode_text=_toy_encode), embed=_toy_encode)
+        kv = KVMetric()
+        kv.prepare(ctx, plan)
+        return kv
+
+    erased = ["arrow", "ember dots"]
+    styles_only = world.keep_prompts("style", erased)
+    both = styles_only + [p for p in world.keep_prompts("object", erased) if p not in styles_only]
+    kv = run(["object"])
+    assert kv.info["keep_kinds"] == ["style", "object"]
+    assert kv.info["keep_prompts"] == len(both) > len(styles_only)
+    (M, _), = kv.parts
+    assert torch.allclose(M, 3.0 * second_moment(_toy_encode(both)), rtol=1e-5)
+    kv = run(["style"])
+    assert "keep_kinds" not in kv.info and kv.info["keep_prompts"] == len(styles_only)
+
+
 def test_anchor_scope_chain_rebuilds_the_earlier_requests_anchor_prompts():
     """anchor_scope chain: the anchors of the parent's earlier erase steps are rebuilt from the
     lineage (concepts + recorded anchors/kinds); a step whose anchor prompts came from a file is

@@ -308,14 +308,25 @@ class KVMetric(Regularizer):
         return second_moment(self._states(ctx, prompts))
 
     def _keep_moment(self, ctx, plan):
-        """Moment of the vocabulary hold's prompts (all positions); None when nothing is left."""
+        """Moment of the vocabulary hold's prompts (all positions); None when nothing is left.
+        The vocabulary is that of the request's kind and, in a chain that mixes kinds, of every
+        kind the parent's lineage erased (a style request of a mixed stream also holds the objects
+        the stream has not erased, and the other way round)."""
         from cu_cli._util.errors import UsageError
+        from cu_cli.erase.lineage_pairs import lineage_kinds
         from cu_cli.ops.preserve import second_moment
 
         if ctx.world is None:
             raise UsageError("--keep-weight holds a world's vocabulary: it needs a built-in "
                              "world base (MiniCanvas); on another base use --preserve FILE")
-        prompts = ctx.world.keep_prompts(ctx.cfg.kind, erased_before(plan) + plan.concepts)
+        erased = erased_before(plan) + plan.concepts
+        others = sorted(lineage_kinds(plan.parent_header) & {"style", "object"} - {ctx.cfg.kind})
+        prompts = ctx.world.keep_prompts(ctx.cfg.kind, erased)
+        for kind in others:
+            seen = set(prompts)
+            prompts += [p for p in ctx.world.keep_prompts(kind, erased) if p not in seen]
+        if others:
+            self.info["keep_kinds"] = [ctx.cfg.kind, *others]
         self.info["keep_prompts"] = len(prompts)
         if not prompts:
             log.warning("--keep-weight: the chain has erased the whole vocabulary of its kind; "

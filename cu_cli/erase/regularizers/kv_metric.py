@@ -320,7 +320,7 @@ class KVMetric(Regularizer):
             raise UsageError("--keep-weight holds a world's vocabulary: it needs a built-in "
                              "world base (MiniCanvas); on another base use --preserve FILE")
         erased = erased_before(plan) + plan.concepts
-        others = sorted(lineage_kinds(plan.parent_header) & {"style", "object"} - {ctx.cfg.kind})
+        others = sorted((lineage_kinds(plan.parent_header) - {ctx.cfg.kind}) & {"style", "object"})
         prompts = ctx.world.keep_prompts(ctx.cfg.kind, erased)
         for kind in others:
             seen = set(prompts)

@@ -20,6 +20,17 @@ FAST = dict(steps=12, batch=2, anchor_images=4, anchor_steps=2, lr=1e-2, kind="o
 KEEP = ["a photo of a horse", "a painting of a horse", "a horse at night"]
 
 
+def _kv_cfg(**over):
+    """A KVMetric config with every hold off (weights 0, preserve none, references at the
+    parent), ``over`` switching on the hold a test measures."""
+    from types import SimpleNamespace
+
+    base = dict(preserve="none", preserve_weight=0.0, context_weight=0.0, preserve_ref="parent",
+                anchor_weight=0.0, anchor_scope="request", erased_weight=0.0, word_weight=0.0,
+                keep_weight=0.0, match="word", params="xattn-kv")
+    return SimpleNamespace(**{**base, **over})
+
+
 def test_penalty_is_mean_squared_kv_change_of_preserved_tokens():
     torch.manual_seed(0)
     H = torch.randn(3, 5, 8)
@@ -193,10 +204,7 @@ def test_anchor_weight_holds_the_anchor_prompts_at_the_root_base():
     parent_w = base_w + 0.1
     anchors = ["a tree in neon dots style", "a tree in ember fade style", "a tree"]
     pair = SimpleNamespace(anchor_prompts=anchors + ["a tree"], target_prompts=[])
-    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
-                          preserve_ref="parent", anchor_weight=2.0, anchor_scope="request",
-                          erased_weight=0.0, word_weight=0.0,
-                          keep_weight=0.0, match="word", params="xattn-kv")
+    cfg = _kv_cfg(anchor_weight=2.0)
     ctx = SimpleNamespace(cfg=cfg, pairs=[pair], trainable={key: torch.nn.Parameter(parent_w)},
                           parent_values={key: parent_w.clone()},
                           base_values=lambda: {key: base_w.clone()},
@@ -227,10 +235,7 @@ def test_keep_hold_in_a_mixed_chain_also_holds_the_other_kinds_vocabulary():
     world = load_world()
     key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
     w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
-    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
-                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
-                          erased_weight=0.0, word_weight=0.0, keep_weight=3.0, kind="style",
-                          match="word", params="xattn-kv")
+    cfg = _kv_cfg(keep_weight=3.0, kind="style")
 
     def run(kinds):
         lineage = [{"op": "erase", "concepts": ["arrow"], "measured": {"kinds": kinds}}]
@@ -311,11 +316,7 @@ def test_erased_weight_holds_the_earlier_targets_at_the_parent():
     header = SimpleNamespace(json=lambda k, d=None: (
         json.loads(json.dumps(lineage)) if k == "cu.lineage" else
         ["arrow"] if k == "cu.erased" else d))
-    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
-                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
-                          erased_weight=3.0, match="word", params="xattn-kv",
-                          erased_kinds="all", erased_extent="all", word_weight=0.0,
-                          keep_weight=0.0)
+    cfg = _kv_cfg(erased_weight=3.0, erased_kinds="all", erased_extent="all")
 
     def ctx():
         return SimpleNamespace(cfg=cfg, pairs=[], world=world,
@@ -362,10 +363,7 @@ def test_word_weight_holds_the_word_prompts_at_the_parent():
     world = load_world()
     key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
     parent_w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
-    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
-                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
-                          erased_weight=0.0, word_weight=5.0, keep_weight=0.0, match="word",
-                          params="xattn-kv")
+    cfg = _kv_cfg(word_weight=5.0)
 
     def run(concept, kind):
         pair = build_pairs(concept, kind, None, world, seed=0)
@@ -420,10 +418,7 @@ def test_keep_weight_holds_the_vocabulary_at_the_root_base_and_needs_a_world():
     key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
     parent_w = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
     base_w = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
-    cfg = SimpleNamespace(preserve="none", preserve_weight=0.0, context_weight=0.0,
-                          preserve_ref="parent", anchor_weight=0.0, anchor_scope="request",
-                          erased_weight=0.0, word_weight=0.0, keep_weight=7.0, kind="style",
-                          match="word", params="xattn-kv")
+    cfg = _kv_cfg(keep_weight=7.0, kind="style")
     header = SimpleNamespace(json=lambda k, d=None: ["neon stripes"] if k == "cu.erased" else d)
     plan = SimpleNamespace(parent_header=header, concepts=["ember dots"])
 

@@ -35,28 +35,25 @@ ERASE_DEFAULTS = {
 # ``--preset`` option sets per concept kind (erase/presets.py). ``chain``: a stream of requests,
 # measured by the studies minicanvas-styles-uce-chain and minicanvas-objects-uce-chain
 # (docs/results.md, docs/erase.md "The chain preset").
+_UCE_CHAIN = dict(  # the structure both kinds' chain settings share
+    method="uce",
+    uce_scope="chain",  # state k = the simultaneous UCE edit of the chain's k concepts ...
+    reg_ref="base",  # ... solved from the root base (needed by the chain scope)
+    preserve_ref="base",  # the world's other captions held at the base's K/V ...
+    preserve_weight=2.0,  # ... at this weight
+    keep_weight=2.0,  # the concepts of the kind not erased, held at the base's K/V
+    uce_anchor="base",  # the anchor's K/V (the targets' v*) from the base
+)
 ERASE_PRESETS = {
     "chain": {
         "style": dict(
-            method="uce",
-            uce_scope="chain",  # state k = the simultaneous UCE edit of the chain's k styles
-            reg_ref="base",  # ... solved from the root base (needed by the chain scope)
-            preserve_ref="base",  # the world's other captions held at the base's K/V ...
-            preserve_weight=2.0,  # ... at this weight
-            keep_weight=2.0,  # the styles not erased, held at the base's K/V
-            uce_anchor="base",  # the anchor's K/V (the targets' v*) from the base
+            _UCE_CHAIN,
             uce_eta=0.35,  # push past the anchor ...
             uce_push="both",  # ... away from the anchor and the style's siblings (erase/contrast.py)
             uce_weighting="balanced",  # erase weight toward the least-erased styles (ops/balance.py)
         ),
         "object": dict(
-            method="uce",
-            uce_scope="chain",  # state k = the simultaneous UCE edit of the chain's k objects
-            reg_ref="base",
-            preserve_ref="base",
-            preserve_weight=2.0,
-            keep_weight=2.0,  # the objects not erased, held at the base's K/V
-            uce_anchor="base",
+            _UCE_CHAIN,
             uce_eta=1.0,  # push past the anchor object ...
             uce_push="contrast",  # ... away from its sibling objects (c_tgt − c̄)
         ),

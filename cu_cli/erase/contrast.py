@@ -40,26 +40,3 @@ def sibling_states(ctx, pair, prompts: list[str], ids: list[list[int]], eos_id: 
             alts = [q for q, r in zip(alts, rows) if eos_index(r, eos_id) == e]
         out.append(ctx.embed(alts).float().mean(0) if alts else None)
     return out
-
-
-def shared_displacements(H_t, H_a, ids_t, ids_a, als, eos_id: int) -> list:
-    """Per target prompt, the anchor displacement c_tgt − c_anc of its aligned columns averaged
-    over the concept's prompts with the same alignment (target and anchor EOS at the same
-    positions): the part of the displacement every caption of the concept shares — the concept
-    itself — without what one caption's own object adds (``uce_push: shared``)."""
-    import torch
-
-    groups: dict = {}
-    rows = []
-    for i, al in enumerate(als):
-        jt = al.keep + [j for j, _ in al.edit]
-        a = torch.cat([H_t[i, al.keep], H_a[i, [a for _, a in al.edit]]])
-        rows.append(H_t[i, jt] - a)
-        key = (eos_index(ids_t[i], eos_id), eos_index(ids_a[i], eos_id), len(jt))
-        groups.setdefault(key, []).append(i)
-    out = [None] * len(rows)
-    for idx in groups.values():
-        mean = torch.stack([rows[i] for i in idx]).mean(0)
-        for i in idx:
-            out[i] = mean
-    return out

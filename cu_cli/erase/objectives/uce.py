@@ -83,7 +83,7 @@ class Options:
                                "its siblings, the object of a style caption, is not pushed) or "
                                "both (c_tgt − (c_anc + c̄)/2, the mean of the two); "
                                "erase/contrast.py; cu extensions).", str,
-                               choices=("anchor", "contrast", "both", "shared"), neutral="anchor")
+                               choices=("anchor", "contrast", "both"), neutral="anchor")
     uce_rtol: float = opt(1e-4, "UCE null space: eigenvalues of the preserve metric above rtol·max "
                           "are protected.", float, flag=False, gt=0)
 
@@ -154,9 +154,9 @@ class UCE(Objective):
         from cu_cli.erase.context_tokens import word_ids
         from cu_cli.erase.token_align import align
 
-        from cu_cli.erase.contrast import shared_displacements, sibling_states
+        from cu_cli.erase.contrast import sibling_states
 
-        contrast = ctx.cfg.uce_push in ("contrast", "both", "shared")
+        contrast = ctx.cfg.uce_push in ("contrast", "both")
         if contrast and ctx.world is None:
             raise UsageError(f"--set uce_push={ctx.cfg.uce_push} takes the concept's siblings "
                              "from the world's vocabulary; this base has none (use uce_push "
@@ -173,11 +173,8 @@ class UCE(Objective):
             ids_t, ids_a = ctx.pipe.tokenize(tgt).tolist(), ctx.pipe.tokenize(anc).tolist()
             bar = (sibling_states(ctx, pair, tgt, ids_t, eos) if contrast
                    else [None] * len(tgt))
-            shared = ctx.cfg.uce_push == "shared"
-            als = [align(ids_t[i], ids_a[i], concept, eos, ctx.cfg.uce_align)
-                   for i in range(len(tgt))]
-            disp = shared_displacements(H_t, H_a, ids_t, ids_a, als, eos) if shared else None
-            for i, al in enumerate(als):
+            for i in range(len(tgt)):
+                al = align(ids_t[i], ids_a[i], concept, eos, ctx.cfg.uce_align)
                 missing += not al.concept_found
                 jt = al.keep + [j for j, _ in al.edit]
                 cols_c.append(H_t[i, jt])
@@ -185,12 +182,8 @@ class UCE(Objective):
                 if contrast and bar[i] is not None:  # kept positions: C = A, no push
                     je = [j for j, _ in al.edit]
                     d = torch.cat([torch.zeros_like(H_t[i, al.keep]), H_t[i, je] - bar[i][je]])
-                    if shared:
-                        cols_d.append(0.5 * (d + disp[i]))
-                    elif ctx.cfg.uce_push == "both":  # (the recorded states' float order)
-                        cols_d.append(0.5 * (d + cols_c[-1] - cols_a[-1]))
-                    else:
-                        cols_d.append(d)
+                    both = ctx.cfg.uce_push == "both"  # (the recorded states' float order)
+                    cols_d.append(0.5 * (d + cols_c[-1] - cols_a[-1]) if both else d)
                 else:  # uce_push anchor, or no sibling of this prompt's length
                     fallback += 1 if contrast else 0
                     cols_d.append(cols_c[-1] - cols_a[-1])

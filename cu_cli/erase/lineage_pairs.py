@@ -47,7 +47,8 @@ def lineage_pairs(plan, world, match: str, strict: str | None = None) -> list:
         for concept, anchor, kind in zip(st.get("concepts", []), m["anchors"], m["kinds"]):
             try:
                 out.append(build_pairs(concept, kind, anchor or None, world, seed=0, match=match,
-                                       need_anchor=False))
+                                       need_anchor=False,
+                                       caption_with=(st.get("config") or {}).get("caption_with")))
             except CuError:
                 skipped.append(concept)
     if strict:

@@ -36,6 +36,11 @@ class RequestOptions:
                            nullable=True)
     anchor: str | None = opt(None, "Anchor concept (default: the world's anchor, '' for styles).",
                              str, nullable=True)
+    caption_with: str | None = opt(None, "World bases: the other kind's concepts, comma-"
+                                   "separated, whose captions carry the request (a style in "
+                                   "\"a {object} in {style} style\" for these objects only; "
+                                   "default every one of the world's).", str, flag=False,
+                                   nullable=True, neutral=None)
     params: str = opt("kv-xattn", "Trainable parameter group (models/groups.py).", str,
                       choices=tuple(PARAM_GROUPS))
     steps: int | None = opt(None, "Optimizer steps.", int, ge=1)

@@ -165,7 +165,8 @@ def _config_and_pairs(given, req: EraseRequest, world, profile: dict):
     cfg = resolve(given, profile)
     need_anchor = ERASE_OBJECTIVES[cfg.method].needs.anchor_concept
     pairs = [P.build_pairs(c, cfg.kind, cfg.anchor, world, req.seed, cfg.match,
-                           req.anchor_prompts, need_anchor=need_anchor) for c in req.concepts]
+                           req.anchor_prompts, need_anchor=need_anchor,
+                           caption_with=cfg.caption_with) for c in req.concepts]
     if cfg.kind is None:
         cfg = replace(cfg, kind=pairs[0].kind)
     return cfg, pairs

@@ -64,21 +64,28 @@ def require_kind(concept: str, world) -> str:
 
 def build_pairs(concept: str, kind: str | None, anchor: str | None, world, seed: int,
                 match: str = "word", anchor_prompts: list[str] | None = None,
-                need_anchor: bool = True) -> PromptPairs:
+                need_anchor: bool = True, caption_with: str | None = None) -> PromptPairs:
     """Target/anchor prompt pairs for one concept. On a world base the concept prompts are the
-    target captions (they name the concept as the world's captions do)."""
-    pair = _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_anchor)
+    target captions (they name the concept as the world's captions do); ``caption_with`` (comma-
+    separated concepts of the other kind) limits them to those concepts' captions."""
+    if caption_with is not None and (world is None or anchor_prompts is not None):
+        raise UsageError("--set caption_with=… picks the world's captions of a request: it needs "
+                         "a world base and no --anchor-prompts")
+    pair = _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_anchor,
+                  caption_with)
     return replace(pair, concept_prompts=pair.target_prompts) if world is not None else pair
 
 
-def _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_anchor) -> PromptPairs:
+def _pairs(concept, kind, anchor, world, seed, match, anchor_prompts, need_anchor,
+           caption_with=None) -> PromptPairs:
     concept = concept.strip()
     if not concept:
         raise UsageError("empty --concept")
     kind = kind or require_kind(concept, world)
     rng = random.Random(seed)
     if world is not None and kind in ("style", "object") and anchor_prompts is None:
-        anchor, anchors, targets = world.prompt_pairs(concept, kind, anchor)
+        cross = None if caption_with is None else [c.strip() for c in caption_with.split(",")]
+        anchor, anchors, targets = world.prompt_pairs(concept, kind, anchor, cross)
         return PromptPairs(concept, kind, anchor, anchors, targets, targets)
     if kind == "style":
         anchors = anchor_prompts or [t.format(x=s) for s in SUBJECTS for t in TEMPLATES[:2]]

@@ -72,25 +72,35 @@ class World:
             return "object"
         return None
 
-    def prompt_pairs(self, concept: str, kind: str, anchor: str | None):
+    def prompt_pairs(self, concept: str, kind: str, anchor: str | None,
+                     cross: list[str] | None = None):
         """(anchor, anchor prompts, target prompts) from the caption template: a style is erased
         from every object's caption (anchor: the unstyled caption, or ``anchor`` as a style); an
-        object from every style's caption, its anchor object substituted."""
+        object from every style's caption, its anchor object substituted. ``cross``: only the
+        captions with these concepts of the other kind (``--set caption_with``)."""
         from cu_cli._util.errors import CuError, UsageError
 
+        other = self.objects if kind == "style" else self.styles
+        if cross is not None:
+            bad = [c for c in cross if c not in other]
+            if bad or not cross:
+                raise UsageError(f"caption_with {', '.join(map(repr, bad)) or '(empty)'}: not "
+                                 f"{'an object' if kind == 'style' else 'a style'} of MiniCanvas "
+                                 f"({', '.join(other)})")
+            other = [c for c in other if c in set(cross)]
         if kind == "style":
             if concept not in self.styles:
                 raise UsageError(f"{concept!r} is not a MiniCanvas style")
-            return (anchor or "", [self.caption(o, anchor or None) for o in self.objects],
-                    [self.caption(o, concept) for o in self.objects])
+            return (anchor or "", [self.caption(o, anchor or None) for o in other],
+                    [self.caption(o, concept) for o in other])
         if concept not in self.objects:
             raise UsageError(f"{concept!r} is not a MiniCanvas object")
         anchor = anchor or self.object_anchors.get(concept)
         if not anchor:
             raise CuError(f"MiniCanvas has no anchor for {concept!r} (it is a retained object); "
                           "pass --anchor")
-        return (anchor, [self.caption(anchor, s) for s in self.styles],
-                [self.caption(concept, s) for s in self.styles])
+        return (anchor, [self.caption(anchor, s) for s in other],
+                [self.caption(concept, s) for s in other])
 
     def preserve_prompts(self, targets: list[str]) -> list[str]:
         """Every caption "a {object} in {style} style" and "a {object}" whose object and style are

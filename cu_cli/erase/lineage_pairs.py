@@ -9,6 +9,8 @@ holds (``--anchor-scope chain``, ``--erased-weight``) hold them, and UCE's chain
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cu_cli._util.errors import CuError, UsageError
 from cu_cli._util.log import get_logger
 
@@ -44,13 +46,15 @@ def lineage_pairs(plan, world, match: str, strict: str | None = None) -> list:
         if (st.get("inputs") or {}).get("anchor_prompts_sha256"):
             skipped += list(st.get("concepts", []))
             continue
+        cfg = st.get("config") or {}
         for concept, anchor, kind in zip(st.get("concepts", []), m["anchors"], m["kinds"]):
             try:
-                out.append(build_pairs(concept, kind, anchor or None, world, seed=0, match=match,
-                                       need_anchor=False,
-                                       caption_with=(st.get("config") or {}).get("caption_with")))
+                pair = build_pairs(concept, kind, anchor or None, world, seed=0, match=match,
+                                   need_anchor=False, caption_with=cfg.get("caption_with"))
             except CuError:
                 skipped.append(concept)
+                continue
+            out.append(replace(pair, solved_with=solved_with(cfg)))
     if strict:
         rebuilt = {p.concept for p in out}
         missing = [c for c in erased_before(plan) if c not in rebuilt] + skipped
@@ -62,6 +66,15 @@ def lineage_pairs(plan, world, match: str, strict: str | None = None) -> list:
         log.warning("the chain's earlier prompts of %s cannot be rebuilt (anchor prompts from a "
                     "file, or no anchor); only the others are held", ", ".join(skipped))
     return out
+
+
+def solved_with(cfg: dict) -> tuple | None:
+    """(η, push, weighting) a UCE step erased its concepts with (None for another method): in a
+    chain that mixes kinds, each kind's concepts are re-solved with their own request's push."""
+    if cfg.get("method") != "uce" or cfg.get("uce_eta") is None:
+        return None
+    return (float(cfg["uce_eta"]), cfg.get("uce_push") or "anchor",
+            cfg.get("uce_weighting") or "column")
 
 
 def own_free(pairs: list, concepts: list[str]) -> list:

@@ -36,6 +36,9 @@ class PromptPairs:
     target_prompts: list[str]
     concept_prompts: list[str]  # ESD's concept prompts: the world's captions naming the concept,
     # or the concept text itself on real bases (upstream ESD)
+    # An earlier request rebuilt from a lineage: the UCE push it was erased with, (η, push,
+    # weighting) from its step's config (erase/lineage_pairs.py); None for this request's own.
+    solved_with: tuple | None = None
 
 
 def replace_word(text: str, old: str, new: str, match: str = "word") -> tuple[str, bool]:

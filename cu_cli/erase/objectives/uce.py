@@ -110,6 +110,21 @@ def _column_weights(owner: list[int], weighting: str):
     return torch.sqrt(len(owner) / counts[ids]).float()
 
 
+def _balance_groups(kinds: list[str], weightings: list[str]) -> list:
+    """Index groups that ``balanced`` weighting rebalances among themselves: the balanced
+    concepts of each kind (groups of one dropped). A chain of one kind is one group, as in
+    ops/balance.py; in a chain mixing kinds the erase weight is not moved from one kind to the
+    other (each kind keeps the share its columns give it)."""
+    import torch
+
+    out = []
+    for kind in dict.fromkeys(kinds):
+        idx = [i for i, (k, w) in enumerate(zip(kinds, weightings)) if k == kind and w == "balanced"]
+        if len(idx) > 1:
+            out.append(torch.tensor(idx, dtype=torch.long))
+    return out
+
+
 def _by_concept(col_values, owner, n: int):
     """Σ of a per-column value over each concept's columns (float64, length n)."""
     import torch
@@ -156,8 +171,7 @@ class UCE(Objective):
 
         from cu_cli.erase.contrast import sibling_states
 
-        contrast = ctx.cfg.uce_push in ("contrast", "both")
-        if contrast and ctx.world is None:
+        if ctx.cfg.uce_push in ("contrast", "both") and ctx.world is None:
             raise UsageError(f"--set uce_push={ctx.cfg.uce_push} takes the concept's siblings "
                              "from the world's vocabulary; this base has none (use uce_push "
                              "anchor)")
@@ -166,7 +180,12 @@ class UCE(Objective):
         pairs = list(ctx.pairs)
         if ctx.cfg.uce_scope == "chain":  # the earlier requests, re-erased from the base
             pairs += ctx.earlier_pairs("--uce-scope chain")
+        own = (ctx.cfg.uce_eta, ctx.cfg.uce_push, ctx.cfg.uce_weighting)
+        opts = [p.solved_with or own for p in pairs]  # each concept's push, as it was requested
+        eta_cols = []
         for n, pair in enumerate(pairs):
+            push = opts[n][1]
+            contrast = push in ("contrast", "both")
             concept = word_ids(ctx.pipe, pair.concept)
             tgt, anc = list(pair.target_prompts), list(pair.anchor_prompts)
             H_t, H_a = ctx.embed(tgt).float(), ctx.embed(anc).float()
@@ -182,21 +201,28 @@ class UCE(Objective):
                 if contrast and bar[i] is not None:  # kept positions: C = A, no push
                     je = [j for j, _ in al.edit]
                     d = torch.cat([torch.zeros_like(H_t[i, al.keep]), H_t[i, je] - bar[i][je]])
-                    both = ctx.cfg.uce_push == "both"  # (the recorded states' float order)
+                    both = push == "both"  # (the recorded states' float order)
                     cols_d.append(0.5 * (d + cols_c[-1] - cols_a[-1]) if both else d)
                 else:  # uce_push anchor, or no sibling of this prompt's length
                     fallback += 1 if contrast else 0
                     cols_d.append(cols_c[-1] - cols_a[-1])
                 owner += [n] * len(jt)
+                eta_cols += [opts[n][0]] * len(jt)
         self.C = torch.cat(cols_c).T.contiguous().cpu()  # [d, N]
         self.A = torch.cat(cols_a).T.contiguous().cpu()
         self.D = torch.cat(cols_d).T.contiguous().cpu()  # the push direction of each column
         self.owner = torch.tensor(owner, dtype=torch.long)
         self.sqrt_w = _column_weights(owner, ctx.cfg.uce_weighting)
+        # η per column only where concepts differ (a chain mixing kinds); else the scalar
+        self.eta = (ctx.cfg.uce_eta if all(o[0] == ctx.cfg.uce_eta for o in opts)
+                    else torch.tensor(eta_cols, dtype=self.D.dtype))
+        self.groups = _balance_groups([p.kind for p in pairs], [o[2] for o in opts])
         self.align_info = {"align": ctx.cfg.uce_align, "prompts_without_concept": missing,
                            "scope": ctx.cfg.uce_scope, "push": ctx.cfg.uce_push,
                            "push_fallback_prompts": fallback,
                            "concepts_solved": [p.concept for p in pairs]}
+        if any(o != own for o in opts):
+            self.align_info["solved_with"] = {p.concept: list(o) for p, o in zip(pairs, opts)}
 
     def solve(self, ctx, regularizers) -> float:
         import torch
@@ -224,7 +250,7 @@ class UCE(Objective):
         before = torch.zeros(n_concepts, dtype=torch.float64)
         for k in keys:
             W0 = ref[k].float().cpu()
-            V = anchor_ref[k].float().cpu() @ (self.A - cfg.uce_eta * self.D)
+            V = anchor_ref[k].float().cpu() @ (self.A - self.eta * self.D)
             systems.append((W0, V, _pull(quads, k, W0)))
             before += _by_concept(((W0 @ self.C - V) ** 2).sum(0), owner, n_concepts)
 
@@ -244,10 +270,12 @@ class UCE(Objective):
             sw = self.sqrt_w  # weighted least squares: scale C and V by √w
             Ws, conds, after = solve_all(sw)
             weights = torch.ones(n_concepts, dtype=torch.float64)
-            if cfg.uce_weighting == "balanced" and n_concepts > 1:
+            counts = torch.bincount(owner, minlength=n_concepts)
+            if self.groups:
                 for _ in range(BALANCE_ROUNDS):
-                    weights = rebalance(weights, after / before.clamp_min(1e-30),
-                                        torch.bincount(owner, minlength=n_concepts))
+                    rho = after / before.clamp_min(1e-30)
+                    for g in self.groups:
+                        weights[g] = rebalance(weights[g], rho[g], counts[g])
                     sw = weights.sqrt().float()[owner]
                     Ws, conds, after = solve_all(sw)
             for k, W in zip(keys, Ws):

@@ -62,3 +62,20 @@ def test_mixed_chain_resolves_each_earlier_concept_with_its_own_request_push(run
                                   "neon stripes": [0.35, "both", "balanced"]}
     assert uce["push_fallback_prompts"] == 0
 
+
+def test_cross_kind_captions_are_dropped_from_both_pairs_and_one_kind_is_untouched():
+    from cu_cli.erase.objectives.uce import _without_cross_kind_captions
+    from cu_cli.erase.prompts import build_pairs
+    from cu_cli.world.registry import get_world
+
+    w = get_world("minicanvas")
+    style = build_pairs("neon stripes", "style", None, w, seed=0)
+    obj = build_pairs("arrow", "object", None, w, seed=0)
+    other = build_pairs("ember dots", "style", None, w, seed=0)
+    same, n = _without_cross_kind_captions([style, other])
+    assert n == 0 and same[0] is style and same[1] is other
+    (s2, o2), n = _without_cross_kind_captions([style, obj])
+    assert "a arrow in neon stripes style" not in s2.target_prompts + o2.target_prompts
+    assert len(s2.target_prompts) == len(style.target_prompts) - 1
+    assert len(o2.target_prompts) == len(obj.target_prompts) - 1 and n == 2
+    assert "a tree in neon stripes style" not in o2.anchor_prompts

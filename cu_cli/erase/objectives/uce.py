@@ -18,7 +18,11 @@ with W_ref = θ^ref (``reg_ref``: the parent by default — λ is L2-SP toward i
 ``uce_scope: chain`` (a cu extension): the erase set is every concept of the chain — this
 request's and the earlier requests' (rebuilt from the parent's lineage, erase/lineage_pairs.py) —
 and W_ref the root base's, so the state after request k is the simultaneous UCE edit of the first
-k concepts (Gandikota et al. edit many concepts at once) and drift does not accumulate;
+k concepts (Gandikota et al. edit many concepts at once) and drift does not accumulate; in a
+chain that mixes kinds each earlier concept keeps the push (η, direction, weighting) of its own
+request (erase/lineage_pairs.py ``solved_with``), ``balanced`` weighting stays within a kind, and
+a caption naming erased concepts of both kinds is dropped from both pairs (their two targets
+would each keep the other's concept; cu extensions, docs/erase.md "Chains that mix kinds");
 ``uce_weighting: concept`` (a cu extension) weighs each column w_e = N/N_c(e), so every concept's
 columns weigh s in total as in a request of its own — the mean over all N columns (``column``)
 gives each of k concepts s/k against an unchanged M;
@@ -110,6 +114,24 @@ def _column_weights(owner: list[int], weighting: str):
     return torch.sqrt(len(owner) / counts[ids]).float()
 
 
+def _without_cross_kind_captions(pairs: list) -> tuple[list, int]:
+    """In a solve over concepts of more than one kind, each pair without the prompts that name a
+    solved concept of another kind: "a arrow in neon stripes style" is a target of both the style
+    (→ "a arrow") and the object (→ "a tree in neon stripes style"), two targets that each keep
+    the other's concept, and least squares would split the difference. (pairs, prompts dropped);
+    a pair that would lose every prompt keeps them. One kind: unchanged (a cu extension)."""
+    from cu_cli.erase.prompts import drop_naming
+
+    if len({p.kind for p in pairs}) < 2:
+        return pairs, 0
+    out, dropped = [], 0
+    for p in pairs:
+        kept = drop_naming(p, [q.concept for q in pairs if q.kind != p.kind]) or p
+        dropped += len(p.target_prompts) - len(kept.target_prompts)
+        out.append(kept)
+    return out, dropped
+
+
 def _balance_groups(kinds: list[str], weightings: list[str]) -> list:
     """Index groups that ``balanced`` weighting rebalances among themselves: the balanced
     concepts of each kind (groups of one dropped). A chain of one kind is one group, as in
@@ -180,6 +202,7 @@ class UCE(Objective):
         pairs = list(ctx.pairs)
         if ctx.cfg.uce_scope == "chain":  # the earlier requests, re-erased from the base
             pairs += ctx.earlier_pairs("--uce-scope chain")
+        pairs, dropped = _without_cross_kind_captions(pairs)
         own = (ctx.cfg.uce_eta, ctx.cfg.uce_push, ctx.cfg.uce_weighting)
         opts = [p.solved_with or own for p in pairs]  # each concept's push, as it was requested
         eta_cols = []
@@ -221,6 +244,8 @@ class UCE(Objective):
                            "scope": ctx.cfg.uce_scope, "push": ctx.cfg.uce_push,
                            "push_fallback_prompts": fallback,
                            "concepts_solved": [p.concept for p in pairs]}
+        if dropped:
+            self.align_info["cross_kind_prompts_dropped"] = dropped
         if any(o != own for o in opts):
             self.align_info["solved_with"] = {p.concept: list(o) for p, o in zip(pairs, opts)}
 

@@ -79,3 +79,18 @@ def test_cross_kind_captions_are_dropped_from_both_pairs_and_one_kind_is_untouch
     assert len(s2.target_prompts) == len(style.target_prompts) - 1
     assert len(o2.target_prompts) == len(obj.target_prompts) - 1 and n == 2
     assert "a tree in neon stripes style" not in o2.anchor_prompts
+
+
+def test_keep_plain_holds_objects_in_their_style_free_caption_when_every_context_is_erased():
+    """keep_prompts (the vocabulary hold) in a stream that erased every style outside the retain
+    set: no style context is left, ``plain`` still holds each object in "a {object}"."""
+    from cu_cli.world.registry import get_world
+
+    w = get_world("minicanvas")
+    styles_gone = [s for s in w.styles if s not in w.retain["style"]]
+    erased = styles_gone + ["arrow"]
+    assert w.keep_prompts("object", erased) == []
+    plain = w.keep_prompts("object", erased, plain=True)
+    assert plain == [w.caption(o, None) for o in w.objects if o != "arrow"]
+    assert not any(s in p for p in plain for s in w.styles)  # no caption of the grid
+    assert w.keep_prompts("style", ["arrow"], plain=True) == w.keep_prompts("style", ["arrow"])

@@ -27,7 +27,7 @@ def _kv_cfg(**over):
 
     base = dict(preserve="none", preserve_weight=0.0, context_weight=0.0, preserve_ref="parent",
                 anchor_weight=0.0, anchor_scope="request", erased_weight=0.0, word_weight=0.0,
-                keep_weight=0.0, match="word", params="xattn-kv")
+                keep_weight=0.0, keep_plain=False, match="word", params="xattn-kv")
     return SimpleNamespace(**{**base, **over})
 
 

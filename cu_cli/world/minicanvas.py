@@ -114,13 +114,14 @@ class World:
         prompts = [self.caption(o, s) for o in objects for s in styles]
         return prompts + [self.caption(o, None) for o in objects]
 
-    def keep_prompts(self, kind: str, erased: list[str]) -> list[str]:
+    def keep_prompts(self, kind: str, erased: list[str], plain: bool = False) -> list[str]:
         """The vocabulary hold (``--keep-weight``): every concept of the request's kind that
         ``erased`` (the chain's erased concepts and this request's) does not name, each in a
         caption with every concept of the other kind that is neither erased nor in that kind's
         protocol retain set — "a moon in neon dots style" for a style chain. The retained
         concepts of the request's own kind are held (they are the model's vocabulary); no
-        caption of the evaluation grid (retain cross-domain concepts) is."""
+        caption of the evaluation grid (retain cross-domain concepts) is. ``plain``: an object is
+        also held in its caption without a style ("a tree"), a context no erasure removes."""
         other = "object" if kind == "style" else "style"
         gone = set(erased)
         own = [c for c in (self.styles if kind == "style" else self.objects) if c not in gone]
@@ -128,7 +129,8 @@ class World:
                  if c not in gone and c not in set(self.retain.get(other, []))]
         if kind == "style":
             return [self.caption(o, s) for s in own for o in cross]
-        return [self.caption(o, s) for o in own for s in cross]
+        bare = [self.caption(o, None) for o in own] if plain else []
+        return [self.caption(o, s) for o in own for s in cross] + bare
 
     def concepts(self, kind: str) -> list[str]:
         """Every style or every object of the world (its vocabulary of that kind)."""

@@ -122,6 +122,10 @@ class Options:
                                     "kind, in captions outside the evaluation grid) at the root "
                                     "base's, weight λ_k (a cu extension; needs a world base).",
                                     float, ge=0, neutral=0.0)
+    keep_plain: bool = opt(False, "The vocabulary hold also holds each object not erased in its "
+                           "caption without a style (\"a tree\"), a context no erasure of the "
+                           "other kind removes (a cu extension).", bool, flag=False,
+                           neutral=False)
 
 
 class KVMetric(Regularizer):
@@ -321,10 +325,11 @@ class KVMetric(Regularizer):
                              "world base (MiniCanvas); on another base use --preserve FILE")
         erased = erased_before(plan) + plan.concepts
         others = sorted((lineage_kinds(plan.parent_header) - {ctx.cfg.kind}) & {"style", "object"})
-        prompts = ctx.world.keep_prompts(ctx.cfg.kind, erased)
+        plain = bool(ctx.cfg.keep_plain)
+        prompts = ctx.world.keep_prompts(ctx.cfg.kind, erased, plain)
         for kind in others:
             seen = set(prompts)
-            prompts += [p for p in ctx.world.keep_prompts(kind, erased) if p not in seen]
+            prompts += [p for p in ctx.world.keep_prompts(kind, erased, plain) if p not in seen]
         if others:
             self.info["keep_kinds"] = [ctx.cfg.kind, *others]
         self.info["keep_prompts"] = len(prompts)

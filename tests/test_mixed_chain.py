@@ -94,3 +94,13 @@ def test_keep_plain_holds_objects_in_their_style_free_caption_when_every_context
     assert plain == [w.caption(o, None) for o in w.objects if o != "arrow"]
     assert not any(s in p for p in plain for s in w.styles)  # no caption of the grid
     assert w.keep_prompts("style", ["arrow"], plain=True) == w.keep_prompts("style", ["arrow"])
+
+
+def test_keep_plain_without_the_vocabulary_hold_is_a_usage_error(runner, tmp_path):
+    from cu_cli.cli.app import app
+
+    out = tmp_path / "x.safetensors"
+    r = runner.invoke(app, ["erase", "--concept", "arrow", "-q", "--set", "keep_plain=true",
+                            "-o", str(out)])
+    assert r.exit_code == 2 and "keep-weight" in r.output, r.output
+    assert not out.exists()

@@ -26,8 +26,7 @@ def main() -> None:
     ap.add_argument("--seed0", type=int, default=1000)
     a = ap.parse_args()
 
-    from safetensors.torch import load_file
-
+    from cu_cli.ckpt.format import load_tensors
     from cu_cli.evaluate.protocols import get_protocol
     from cu_cli.models.base import resolve_base
     from cu_cli.models.classifiers import load_image_classifier
@@ -40,7 +39,8 @@ def main() -> None:
     clf = load_image_classifier(proto.classifier, "object", list(proto.objects), "cpu")
     styles = [s.strip() for s in a.styles.split(",") if s.strip()] or [None]
     seeds = list(range(a.seed0, a.seed0 + a.n))
-    block = session.state(load_file(a.state)) if a.state else contextlib.nullcontext()
+    block = (session.state(load_tensors(a.state), source=a.state) if a.state
+             else contextlib.nullcontext())
     with block:
         for style in styles:
             for obj in a.objects.split(","):

@@ -149,11 +149,6 @@ class KVMetric(Regularizer):
         "Anchor and erased holds", and docs/results.md, "The 24-request stream"."""
         from dataclasses import replace
 
-        from cu_cli._util.errors import UsageError
-
-        if cfg.keep_plain and not cfg.keep_weight:
-            raise UsageError("--set keep_plain=true extends the vocabulary hold: it needs "
-                             "--keep-weight > 0")
         if cfg.anchor_scope != "auto":
             return cfg
         if cfg.kind == "object" and (cfg.anchor_weight or cfg.erased_weight):
@@ -165,6 +160,11 @@ class KVMetric(Regularizer):
 
     @classmethod
     def enabled(cls, cfg, plan) -> bool:
+        from cu_cli._util.errors import UsageError
+
+        if cfg.keep_plain and not cfg.keep_weight:
+            raise UsageError("--set keep_plain=true extends the vocabulary hold: it needs "
+                             "--keep-weight > 0")
         on = ((cfg.preserve != "none" and cfg.preserve_weight) or cfg.context_weight
               or cfg.anchor_weight or cfg.erased_weight or cfg.word_weight
               or cfg.keep_weight)
